@@ -1,0 +1,62 @@
+-- 003: audit views. Times are shown as UTC text; *_seconds columns are ages in seconds.
+
+CREATE VIEW batch_summary AS
+SELECT b.id,
+       b.provider_batch_id,
+       b.provider,
+       b.model,
+       b.status,
+       b.provider_status,
+       b.item_count,
+       (SELECT count(*) FROM items i WHERE i.batch_id = b.id AND i.status = 'succeeded')
+           AS succeeded,
+       (SELECT count(*) FROM items i WHERE i.batch_id = b.id AND i.status = 'failed') AS failed,
+       (SELECT count(*) FROM items i WHERE i.batch_id = b.id AND i.status = 'cancelled')
+           AS cancelled,
+       (SELECT count(*) FROM items i WHERE i.batch_id = b.id AND i.status = 'in_batch')
+           AS in_flight,
+       b.requeued_count AS requeued,
+       b.last_error,
+       datetime(b.created_at, 'unixepoch') AS created,
+       datetime(b.submitted_at, 'unixepoch') AS submitted,
+       datetime(b.ended_at, 'unixepoch') AS ended,
+       datetime(b.ingested_at, 'unixepoch') AS ingested
+FROM batches b;
+
+CREATE VIEW item_history AS
+SELECT t.entity_id AS item_id,
+       t.id AS seq,
+       t.from_status,
+       t.to_status,
+       datetime(t.at, 'unixepoch') AS at,
+       t.reason,
+       i.status AS current_status,
+       i.attempts
+FROM transitions t
+JOIN items i ON i.id = t.entity_id
+WHERE t.entity = 'item';
+
+CREATE VIEW batch_history AS
+SELECT t.entity_id AS batch_id,
+       t.id AS seq,
+       t.from_status,
+       t.to_status,
+       datetime(t.at, 'unixepoch') AS at,
+       t.reason
+FROM transitions t
+WHERE t.entity = 'batch';
+
+-- Items in a batch that has been open for more than 25 hours (the provider's window is 24 h).
+CREATE VIEW stuck_items AS
+SELECT i.id AS item_id,
+       i.batch_id,
+       b.provider_batch_id,
+       b.status AS batch_status,
+       b.provider_status,
+       (julianday('now') - 2440587.5) * 86400.0 - b.created_at AS open_seconds,
+       b.last_error
+FROM items i
+JOIN batches b ON b.id = i.batch_id
+WHERE i.status = 'in_batch'
+  AND b.status <> 'ingested'
+  AND (julianday('now') - 2440587.5) * 86400.0 - b.created_at > 25 * 3600;

@@ -1,0 +1,304 @@
+"""The `tracker` command line: parse, call one function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import update_wrapper
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import click
+from sqlalchemy import Engine
+
+from tracker.config import TrackerConfig, default_config_path, load_config
+from tracker.context import Context
+from tracker.daemon import Daemon
+from tracker.db import DEFAULT_DB_URL, open_database
+from tracker.enqueue import enqueue_stream
+from tracker.errors import DatabaseError, TrackerError
+from tracker.providers.base import PermanentProviderError, ProviderError
+from tracker.queries import (
+    RESULT_FIELDS,
+    dumps_record,
+    iter_results,
+    request_cancel,
+    retry_items,
+    status_report,
+)
+from tracker.redact import redact_secrets
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class BadInput(click.ClickException):
+    """An expected failure: one line on stderr, exit 2."""
+
+    exit_code = 2
+
+
+class Settings:
+    def __init__(self, db_url: str, config_path: str | None) -> None:
+        self.db_url = db_url
+        self.config_path = config_path
+        self._engine: Engine | None = None
+        self._config: TrackerConfig | None = None
+
+    @property
+    def config(self) -> TrackerConfig:
+        if self._config is None:
+            self._config = load_config(self.config_path or default_config_path())
+        return self._config
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = open_database(self.db_url)
+        return self._engine
+
+    def context(self, poll_interval: float = 30.0) -> Context:
+        return Context(engine=self.engine, config=self.config, poll_interval=poll_interval)
+
+
+def expected_errors(func: F) -> F:
+    """Turn the tracker's expected failures into one line and exit 2 (no traceback)."""
+
+    @click.pass_context
+    def wrapper(ctx: click.Context, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return ctx.invoke(func, *args, **kwargs)
+        except (TrackerError, ProviderError) as exc:
+            raise BadInput(redact_secrets(str(exc))) from None
+
+    return update_wrapper(wrapper, func)  # type: ignore[return-value]
+
+
+@click.group()
+@click.option("--db", "db_url", envvar="TRACKER_DB", default=DEFAULT_DB_URL, show_default=True,
+              help="SQLAlchemy URL of the database (env TRACKER_DB).")
+@click.option("--config", "config_path", envvar="TRACKER_CONFIG", default=None,
+              help="Config file (env TRACKER_CONFIG; default ./llm_config.yaml if present, "
+                   "else the packaged config/llm_config.yaml).")
+@click.pass_context
+def cli(ctx: click.Context, db_url: str, config_path: str | None) -> None:
+    """Persistent, crash-safe tracker for LLM batch APIs."""
+    ctx.obj = Settings(db_url, config_path)
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@cli.command()
+@pass_settings
+@expected_errors
+def init(settings: Settings) -> None:
+    """Create or migrate the database (idempotent).
+
+    Example:
+
+    \b
+        tracker --db sqlite:///work.db init
+    """
+    _ = settings.engine
+    click.echo(f"database ready: {settings.db_url}", err=True)
+
+
+@contextmanager
+def _open_input(file: str) -> Iterator[tuple[IO[bytes], str]]:
+    if file == "-":
+        yield sys.stdin.buffer, "<stdin>"
+        return
+    path = Path(file)
+    try:
+        stream = path.open("rb")
+    except FileNotFoundError:
+        raise BadInput(f"{file}: no such file") from None
+    except IsADirectoryError:
+        raise BadInput(f"{file}: is a directory") from None
+    except OSError as exc:
+        raise BadInput(f"{file}: cannot read: {exc.strerror}") from None
+    with stream:
+        yield stream, file
+
+
+@cli.command()
+@click.argument("file")
+@click.option("--model", default=None, help="Model for lines that do not name their own.")
+@click.option("--provider", default="openai", show_default=True)
+@pass_settings
+@expected_errors
+def enqueue(settings: Settings, file: str, model: str | None, provider: str) -> None:
+    """Add the items of a JSONL FILE (or - for stdin); all or nothing.
+
+    Each line: {"id": "...", "input_payload": {"messages": [...], ...}, "model": "..."}.
+    Re-enqueueing an identical item is skipped.
+
+    Example:
+
+    \b
+        tracker enqueue prompts.jsonl --model gpt-5-mini
+    """
+    config = settings.config
+    with _open_input(file) as (stream, name):
+        result = enqueue_stream(settings.engine, stream, name, config, provider=provider,
+                                default_model=model, now=time.time())
+    click.echo(f"enqueued {result.enqueued} items, skipped {result.skipped} already present")
+
+
+def _check_credentials(ctx: Context) -> None:
+    for name, section in ctx.config.providers.items():
+        if section.enabled:
+            try:
+                ctx.provider(name)
+            except PermanentProviderError as exc:
+                raise BadInput(f"provider {name}: {exc.message}") from None
+
+
+@cli.command()
+@click.option("--until-idle", is_flag=True, help="Exit once nothing is queued, running or open.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.01), default=30.0,
+              show_default=True, help="Seconds between status checks of a running batch.")
+@pass_settings
+@expected_errors
+def run(settings: Settings, until_idle: bool, poll_interval: float) -> None:
+    """Run the daemon: pack, submit, poll, download, retry. SIGTERM/SIGINT stop it cleanly.
+
+    Example:
+
+    \b
+        tracker run --poll-interval 30
+    """
+    _setup_logging()
+    ctx = settings.context(poll_interval)
+    _check_credentials(ctx)
+    sys.exit(Daemon(ctx, until_idle=until_idle).run())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_settings
+@expected_errors
+def status(settings: Settings, as_json: bool) -> None:
+    """Item and batch counts by status, the oldest open batch, and any problems.
+
+    Example:
+
+    \b
+        tracker status --json
+    """
+    report = status_report(settings.engine, time.time())
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo("items:   " + _counts(report["items"]))
+    click.echo("batches: " + _counts(report["batches"]))
+    age = report["oldest_open_batch_age_seconds"]
+    click.echo(f"oldest open batch: {'none' if age is None else f'{age:.0f}s old'}")
+    daemon = report["daemon"]
+    click.echo("daemon: " + ("not running" if daemon is None else
+                             f"pid {daemon['pid']} on {daemon['host']}"))
+    for paused in report["paused_providers"]:
+        click.echo(f"PAUSED {paused['provider']}: {paused['reason']}")
+    for error in report["batch_errors"]:
+        click.echo(f"batch {error['id']} ({error['status']}): {error['last_error']}")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in counts.items())
+
+
+@cli.command()
+@click.option("--status", "item_status", default=None,
+              type=click.Choice(["queued", "in_batch", "succeeded", "failed", "cancelled"]))
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write to this file instead of stdout.")
+@pass_settings
+@expected_errors
+def results(settings: Settings, item_status: str | None, fmt: str, output: str | None) -> None:
+    """One record per item: id, status, output_text, error_message, attempts, batch, model.
+
+    Example:
+
+    \b
+        tracker results --status succeeded --format csv -o results.csv
+    """
+    records = iter_results(settings.engine, item_status)
+    with click.open_file(output or "-", "w", encoding="utf-8") as out:
+        if fmt == "csv":
+            writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS)
+            writer.writeheader()
+            writer.writerows(records)
+        else:
+            for record in records:
+                out.write(dumps_record(record) + "\n")
+
+
+@cli.command()
+@click.argument("provider_batch_id", required=False)
+@click.option("--all", "all_open", is_flag=True, help="Cancel every open batch.")
+@pass_settings
+@expected_errors
+def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool) -> None:
+    """Cancel a batch (by provider or local id) or --all; the daemon stores partial results.
+
+    Example:
+
+    \b
+        tracker cancel batch_abc123
+    """
+    if bool(provider_batch_id) == all_open:
+        raise BadInput("give a PROVIDER_BATCH_ID or --all (not both)")
+    ids = request_cancel(settings.context(), provider_batch_id, all_open)
+    click.echo(f"cancel requested for {len(ids)} batch(es)")
+
+
+@cli.command()
+@click.option("--failed", is_flag=True, help="Re-queue failed items (the default).")
+@click.option("--cancelled", is_flag=True, help="Re-queue cancelled items.")
+@pass_settings
+@expected_errors
+def retry(settings: Settings, failed: bool, cancelled: bool) -> None:
+    """Re-queue failed (and/or cancelled) items; their attempts start over.
+
+    Example:
+
+    \b
+        tracker retry --failed --cancelled
+    """
+    if not failed and not cancelled:
+        failed = True
+    moved = retry_items(settings.engine, time.time(), failed=failed, cancelled=cancelled)
+    click.echo(f"re-queued {moved} items")
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_secrets(record.getMessage())
+        record.args = ()
+        return True
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("apscheduler", "httpx", "httpx2", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="tracker", standalone_mode=True)
+    except DatabaseError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)

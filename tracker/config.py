@@ -1,0 +1,160 @@
+"""Load `llm_config.yaml` (the seed's `batch.providers.<name>.models[]` format) into typed objects.
+
+Every error is one line naming the file, the YAML line and the key path, e.g.
+`config/llm_config.yaml:7: batch.providers.openai.models[0].max_prompts_per_batch: ...`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tracker.errors import ConfigError
+
+PACKAGED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llm_config.yaml"
+LOCAL_CONFIG = Path("llm_config.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    mode: Literal["chat"] = "chat"
+    max_prompts_per_batch: int = Field(default=50_000, ge=1, le=50_000)
+    pricing_tier: Literal["batch"] = "batch"
+    #: Cap on estimated prompt tokens in flight for this model (None: no cap).
+    max_enqueued_tokens: int | None = Field(default=None, ge=1)
+
+
+class ProviderConfig(_Strict):
+    enabled: bool = True
+    models: list[ModelConfig] = Field(default_factory=list)
+    api_key: str | None = None
+    #: The environment variable holding the key, so the file need not hold it.
+    api_key_env: str | None = None
+    base_url: str | None = None
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    timeout: float = Field(default=120.0, gt=0)
+    organization: str | None = None
+    project: str | None = None
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def client_options(self) -> dict[str, Any]:
+        """The dict `registry.create_provider(name, ...)` takes."""
+        options = self.model_dump(exclude={"enabled", "max_attempts"}, exclude_none=True)
+        options["models"] = [m.model_dump() for m in self.models]
+        return options
+
+
+class BatchSection(_Strict):
+    providers: dict[str, ProviderConfig]
+
+
+class TrackerConfig(_Strict):
+    batch: BatchSection
+    source: str = "<defaults>"
+
+    @property
+    def providers(self) -> dict[str, ProviderConfig]:
+        return self.batch.providers
+
+    def provider(self, name: str) -> ProviderConfig:
+        try:
+            return self.batch.providers[name]
+        except KeyError:
+            raise ConfigError(
+                f"{self.source}: provider {name!r} is not configured under batch.providers "
+                f"(configured: {', '.join(sorted(self.batch.providers)) or 'none'})"
+            ) from None
+
+
+def default_config_path() -> Path:
+    """`$TRACKER_CONFIG`, else `./llm_config.yaml` if it exists, else the packaged default."""
+    env = os.environ.get("TRACKER_CONFIG")
+    if env:
+        return Path(env)
+    return LOCAL_CONFIG if LOCAL_CONFIG.exists() else PACKAGED_CONFIG
+
+
+def _key_path(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _yaml_line(root: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """The 1-based line of the deepest node of `loc` that exists in the YAML."""
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((kv for kv in node.value if kv[0].value == part), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _message(error: Any) -> str:
+    kind, msg = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:
+    """Read and validate the config; raise `ConfigError` with one clear line on any problem."""
+    from tracker.providers import registry
+
+    source = Path(path) if path is not None else default_config_path()
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read config: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else str(source)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with a 'batch' key at the top level")
+    try:
+        config = TrackerConfig.model_validate({**data, "source": str(source)})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = error["loc"]
+        line = _yaml_line(root, loc)
+        where = f"{source}:{line}" if line else str(source)
+        raise ConfigError(f"{where}: {_key_path(loc)}: {_message(error)}") from None
+    for name in config.batch.providers:
+        if name not in registry.known_providers():
+            line = _yaml_line(root, ("batch", "providers", name))
+            raise ConfigError(
+                f"{source}:{line}: batch.providers.{name}: unknown provider "
+                f"(known: {', '.join(registry.known_providers())})"
+            )
+    return config

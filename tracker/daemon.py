@@ -1,0 +1,111 @@
+"""`tracker run`: the steps on an APScheduler loop, under the single-writer lease.
+
+The steps share one worker thread, so they never overlap and SQLite sees one writer; the
+lease heartbeat has its own thread so a long ingest cannot let the lease lapse. SIGTERM and
+SIGINT let the running step finish, then the daemon releases the lease and exits 0.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import text
+
+from tracker import lease as leases
+from tracker.context import Context, log
+from tracker.db import read
+from tracker.ingest import ingest
+from tracker.steps import pack, poll, submit
+
+
+def is_idle(ctx: Context) -> bool:
+    """No item waiting or in flight, and no batch open."""
+    with read(ctx.engine) as conn:
+        busy = conn.execute(text(
+            "SELECT EXISTS (SELECT 1 FROM items WHERE status IN ('queued', 'in_batch')) "
+            "OR EXISTS (SELECT 1 FROM batches WHERE status <> 'ingested')"
+        )).scalar()
+    return not busy
+
+
+def run_steps_once(ctx: Context) -> None:
+    """One pass of every step, in order (what one tick of the daemon does)."""
+    for step in (pack, submit, poll, ingest):
+        step(ctx)
+
+
+class Daemon:
+    def __init__(self, ctx: Context, *, until_idle: bool = False,
+                 tick: float | None = None) -> None:
+        self.ctx = ctx
+        self.until_idle = until_idle
+        self.tick = tick if tick is not None else min(max(ctx.poll_interval / 2, 0.05), 5.0)
+        self.stop_event = threading.Event()
+        self.lease: leases.Lease | None = None
+
+    def _guard(self, name: str, step: Callable[[Context], object]) -> Callable[[], None]:
+        def job() -> None:
+            if self.stop_event.is_set():
+                return
+            try:
+                step(self.ctx)
+            except Exception:
+                # A step that fails is retried at the next tick; the daemon keeps running.
+                log.exception("step %s failed; it will run again", name)
+        return job
+
+    def _heartbeat(self) -> None:
+        assert self.lease is not None
+        try:
+            if not leases.renew(self.ctx.engine, self.lease, self.ctx.now()):
+                log.error("lost the daemon lease to another process; stopping")
+                self.stop_event.set()
+        except Exception:
+            log.exception("lease heartbeat failed; will retry")
+
+    def _check_idle(self) -> None:
+        if self.until_idle and is_idle(self.ctx):
+            log.info("idle: nothing queued, in flight or open; exiting")
+            self.stop_event.set()
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        log.info("received %s; finishing the current step", signal.Signals(signum).name)
+        self.stop_event.set()
+
+    def run(self) -> int:
+        self.lease = leases.acquire(self.ctx.engine, self.ctx.now())
+        log.info("daemon started (pid %d); poll interval %.1fs", self.lease.pid,
+                 self.ctx.poll_interval)
+        previous = {sig: signal.signal(sig, self.request_stop)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1), "lease": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        start = datetime.now()
+        for offset, (name, step) in enumerate(
+            (("pack", pack), ("submit", submit), ("poll", poll), ("ingest", ingest))
+        ):
+            scheduler.add_job(self._guard(name, step), "interval", seconds=self.tick, id=name,
+                              next_run_time=start + timedelta(milliseconds=offset))
+        scheduler.add_job(self._guard("idle", lambda _ctx: self._check_idle()), "interval",
+                          seconds=self.tick, id="idle",
+                          next_run_time=start + timedelta(milliseconds=10))
+        scheduler.add_job(self._heartbeat, "interval", seconds=leases.LEASE_TTL / 6,
+                          id="heartbeat", executor="lease")
+        try:
+            scheduler.start()
+            while not self.stop_event.wait(0.5):
+                pass
+        finally:
+            scheduler.shutdown(wait=True)
+            leases.release(self.ctx.engine, self.lease)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log.info("daemon stopped")
+        return 0

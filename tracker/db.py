@@ -1,0 +1,204 @@
+"""The database: engine, SQLite pragmas, transactions, and applying `schema/` migrations."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+
+from tracker.errors import DatabaseError
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+DEFAULT_DB_URL = "sqlite:///tracker.db"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def migrations(dialect: str = "sqlite") -> list[tuple[int, str, str]]:
+    """`(version, name, sql)` of every migration for `dialect`, in order."""
+    found = []
+    for path in sorted((SCHEMA_DIR / dialect).glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path.stem, path.read_text(encoding="utf-8")))
+    return found
+
+
+def latest_version(dialect: str = "sqlite") -> int:
+    return max(version for version, _, _ in migrations(dialect))
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def _create_private_file(path: Path) -> None:
+    """A new SQLite file is readable by its owner only (it holds prompts and outputs)."""
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise DatabaseError(f"cannot create database {path}: {exc.strerror}") from None
+
+
+def make_engine(url: str = DEFAULT_DB_URL) -> Engine:
+    """An engine with the tracker's settings; SQLite gets WAL, FULL sync and IMMEDIATE writes."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseError(f"not a database URL: {url!r}") from None
+    path = _sqlite_path(url)
+    if path is not None:
+        _create_private_file(path)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30.0, "isolation_level": None})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # Writers take the lock up front: a deferred transaction that later upgrades to write
+        # can fail at once with SQLITE_BUSY instead of waiting for the busy timeout.
+        readonly = conn.get_execution_options().get("tracker_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """One write transaction: committed on success, rolled back on any exception."""
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction (does not block writers on SQLite)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(tracker_readonly=True)
+        with conn.begin():
+            yield conn
+
+
+def _current_version(conn: Connection) -> int | None:
+    """The applied schema version; None for an empty database; error for a foreign one."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        tables = {r[0] for r in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    else:
+        tables = {r[0] for r in conn.exec_driver_sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
+            "current_schema()")}
+    if "schema_version" not in tables:
+        if tables:
+            raise DatabaseError(
+                "this database is not a tracker database (it has tables but no schema_version)"
+            )
+        return None
+    return conn.exec_driver_sql("SELECT max(version) FROM schema_version").scalar() or 0
+
+
+def split_sql(sql: str) -> list[str]:
+    """Statements of a script; trigger bodies (with inner semicolons) stay whole."""
+    statements, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip() and not all(
+        ln.strip().startswith("--") or not ln.strip() for ln in current.splitlines()
+    ):
+        statements.append(current.strip())
+    return statements
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the schema; idempotent and safe when two processes race. Returns the
+    version now applied. Refuses a database from a newer tracker."""
+    dialect = engine.dialect.name
+    available = migrations(dialect)
+    newest = max(v for v, _, _ in available)
+    location = _describe(engine)
+    try:
+        with engine.begin() as conn:
+            if dialect != "sqlite":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7415926535)")
+            current = _current_version(conn) or 0
+            if current > newest:
+                raise DatabaseError(
+                    f"{location}: schema version {current} is newer than this tracker "
+                    f"supports ({newest}); upgrade tracker"
+                )
+            for version, name, sql in available:
+                if version <= current:
+                    continue
+                for statement in split_sql(sql):
+                    conn.exec_driver_sql(statement)
+                conn.execute(
+                    text("INSERT INTO schema_version (version, name, applied_at) "
+                         "VALUES (:v, :n, :t)"),
+                    {"v": version, "n": name, "t": time.time()},
+                )
+    except DatabaseError as exc:
+        if str(exc).startswith(location):
+            raise
+        raise DatabaseError(f"{location}: {exc}") from None
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseError(f"{location}: {_db_message(exc)}") from None
+    return newest
+
+
+def _describe(engine: Engine) -> str:
+    path = _sqlite_path(str(engine.url))
+    return str(path) if path is not None else engine.url.render_as_string(hide_password=True)
+
+
+def _db_message(exc: DBAPIError) -> str:
+    original = getattr(exc, "orig", None)
+    message = str(original) if original is not None else str(exc).splitlines()[0]
+    if "file is not a database" in message:
+        return "not a tracker database (not an SQLite file)"
+    if "unable to open" in message:
+        return "cannot open the database file (check the path and its permissions)"
+    if "readonly" in message or "read-only" in message:
+        return "the database is read-only (check its permissions)"
+    if "locked" in message:
+        return "the database is locked by another process"
+    return message
+
+
+def open_database(url: str = DEFAULT_DB_URL) -> Engine:
+    """An engine on a migrated database; every command goes through here."""
+    engine = make_engine(url)
+    migrate(engine)
+    return engine

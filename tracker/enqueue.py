@@ -1,0 +1,204 @@
+"""`tracker enqueue`: stream a JSONL file of items into the database, all or nothing.
+
+Memory stays flat in the number of items: the file is read line by line and inserted in chunks
+inside one transaction. Re-enqueueing an identical item is a no-op; the same id with another
+payload, an id repeated within the file, or any bad line aborts the whole file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from sqlalchemy import Engine
+
+from tracker.config import TrackerConfig
+from tracker.errors import InputError
+
+MAX_LINE_BYTES = 1024 * 1024
+CHUNK = 5_000
+
+_INSERT = (
+    "INSERT INTO items (id, provider, model, payload, est_tokens, status, status_reason, "
+    "attempts, not_before, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, 'queued', 'enqueued', 0, 0, ?, ?)"
+)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    enqueued: int
+    skipped: int
+
+
+def estimate_tokens(payload_json: str) -> int:
+    """A rough prompt-token estimate (4 bytes a token); no tokenizer download needed."""
+    return len(payload_json) // 4 + 1
+
+
+def _parse_line(
+    raw: bytes, where: str, default_model: str | None, accepts: dict[str, bool]
+) -> tuple[str, str, str, int]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{where}: not valid UTF-8 (byte {exc.start + 1})") from None
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    item_id = record.get("id")
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise InputError(f"{where}: field 'id' must be a non-empty string")
+    payload = record.get("input_payload")
+    if not isinstance(payload, dict):
+        raise InputError(f"{where}: field 'input_payload' must be an object (id {item_id!r})")
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InputError(
+            f"{where}: field 'input_payload.messages' must be a non-empty list (id {item_id!r})"
+        )
+    if payload.get("stream"):
+        raise InputError(
+            f"{where}: field 'input_payload.stream': streaming is not supported by batch APIs"
+        )
+    model = record.get("model", default_model)
+    if not isinstance(model, str) or not model:
+        raise InputError(f"{where}: no model: give --model or a \"model\" field (id {item_id!r})")
+    if model not in accepts:
+        raise InputError(
+            f"{where}: field 'model': {model!r} is not configured "
+            f"(configured: {', '.join(sorted(accepts)) or 'none'})"
+        )
+    if not accepts[model]:
+        raise InputError(f"{where}: field 'model': {model!r} is not enabled in the config")
+    payload_json = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return item_id, model, payload_json, estimate_tokens(payload_json)
+
+
+def _lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
+    number = 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 2)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not (len(raw) <= MAX_LINE_BYTES + 1
+                                               and raw.endswith(b"\n")):
+            raise InputError(f"{name}:{number}: line is longer than 1 MB")
+        if raw.strip():
+            yield number, raw
+
+
+def model_acceptance(config: TrackerConfig, provider: str) -> dict[str, bool]:
+    """Models of `provider` in the config, and whether each may be used (provider enabled)."""
+    section = config.provider(provider)
+    return {m.name: section.enabled for m in section.models}
+
+
+def enqueue_stream(
+    engine: Engine,
+    stream: IO[bytes],
+    name: str,
+    config: TrackerConfig,
+    *,
+    provider: str = "openai",
+    default_model: str | None = None,
+    now: float,
+) -> EnqueueResult:
+    """Insert every item of `stream` or none; raise `InputError` naming the line."""
+    accepts = model_acceptance(config, provider)
+    raw_conn = engine.raw_connection()
+    try:
+        conn: sqlite3.Connection = raw_conn.driver_connection  # type: ignore[assignment]
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            result = _insert_all(cur, stream, name, provider, default_model, accepts, now)
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+        return result
+    finally:
+        raw_conn.close()
+
+
+def _insert_all(
+    cur: sqlite3.Cursor,
+    stream: IO[bytes],
+    name: str,
+    provider: str,
+    default_model: str | None,
+    accepts: dict[str, bool],
+    now: float,
+) -> EnqueueResult:
+    # Every row of this run shares one created_at, strictly newer than any earlier run's, so
+    # a conflict with a row of this same run is an id repeated within the file.
+    latest = cur.execute("SELECT max(created_at) FROM items").fetchone()[0]
+    stamp = now if latest is None or now > latest else latest + 1e-3
+    inserted = skipped = seen = 0
+    rows: list[tuple[Any, ...]] = []
+    numbers: list[int] = []
+    for number, raw in _lines(stream, name):
+        seen += 1
+        item_id, model, payload_json, tokens = _parse_line(
+            raw, f"{name}:{number}", default_model, accepts
+        )
+        rows.append((item_id, provider, model, payload_json, tokens, stamp, stamp))
+        numbers.append(number)
+        if len(rows) >= CHUNK:
+            added, dupes = _insert_chunk(cur, rows, numbers, name, stamp)
+            inserted, skipped = inserted + added, skipped + dupes
+            rows, numbers = [], []
+    if rows:
+        added, dupes = _insert_chunk(cur, rows, numbers, name, stamp)
+        inserted, skipped = inserted + added, skipped + dupes
+    if seen == 0:
+        raise InputError(f"{name}: the file has no items")
+    return EnqueueResult(enqueued=inserted, skipped=skipped)
+
+
+def _insert_chunk(
+    cur: sqlite3.Cursor,
+    rows: list[tuple[Any, ...]],
+    numbers: list[int],
+    name: str,
+    stamp: float,
+) -> tuple[int, int]:
+    cur.execute("SAVEPOINT chunk")
+    try:
+        cur.executemany(_INSERT, rows)
+    except sqlite3.IntegrityError:
+        cur.execute("ROLLBACK TO chunk")
+    else:
+        cur.execute("RELEASE chunk")
+        return len(rows), 0
+    cur.execute("RELEASE chunk")
+    inserted = skipped = 0
+    for row, number in zip(rows, numbers, strict=True):
+        try:
+            cur.execute(_INSERT, row)
+            inserted += 1
+            continue
+        except sqlite3.IntegrityError:
+            pass
+        existing = cur.execute(
+            "SELECT provider, model, payload, created_at FROM items WHERE id = ?", (row[0],)
+        ).fetchone()
+        if existing is None:
+            raise InputError(f"{name}:{number}: cannot insert item {row[0]!r}")
+        if existing[3] == stamp:
+            raise InputError(f"{name}:{number}: id {row[0]!r} appears more than once in the file")
+        if tuple(existing[:3]) != (row[1], row[2], row[3]):
+            raise InputError(
+                f"{name}:{number}: id {row[0]!r} is already enqueued with a different "
+                "model or payload"
+            )
+        skipped += 1
+    return inserted, skipped

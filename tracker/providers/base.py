@@ -1,0 +1,226 @@
+"""The provider interface and the values it exchanges.
+
+Providers know nothing of the database: they take plain values and return frozen dataclasses.
+The five methods of the seed (`prepare_payloads`, `submit`, `poll_status`, `fetch_results`,
+`cancel`) are the whole public surface; `upload_input`, `create_batch` and
+`find_batches_by_metadata` are the finer steps `submit` is made of, exposed so the tracker can
+record each step's result before the next one (the crash-safe submit protocol).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class NormalizedStatus(StrEnum):
+    """A provider batch status, mapped onto the seed's internal vocabulary."""
+
+    SUBMITTED = "submitted"  #: accepted, being validated
+    IN_PROGRESS = "in_progress"  #: running, finalizing, cancelling, or a status we do not know
+    COMPLETED = "completed"  #: finished; results ready
+    FAILED = "failed"  #: validation failed, or expired (an expired batch may have results)
+    CANCELLED = "cancelled"  #: cancelled; may have partial results
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (NormalizedStatus.COMPLETED, NormalizedStatus.FAILED,
+                        NormalizedStatus.CANCELLED)
+
+
+class ProviderError(Exception):
+    """Base of the provider error classes."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying later: rate limits, timeouts, 5xx, dropped connections.
+
+    `retry_after` is the provider's hint in seconds (None when it gave none).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying the same request cannot succeed: bad key, bad request, unknown model, 404."""
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class BatchError:
+    """One batch-level validation error; `line` is 1-based, or None for the whole batch."""
+
+    code: str | None
+    message: str | None
+    param: str | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch ready to upload: the JSONL lives in a file, never whole in memory."""
+
+    model: str
+    mode: str
+    endpoint: str
+    jsonl_path: Path
+    custom_ids: tuple[str, ...]
+    byte_size: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def line_count(self) -> int:
+        return len(self.custom_ids)
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    provider_batch_id: str
+    provider_status: str
+    normalized_status: NormalizedStatus
+    request_counts: RequestCounts = RequestCounts()
+    input_file_id: str | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: tuple[BatchError, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    created_at: int | None = None
+    model: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.normalized_status.is_terminal
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    provider_batch_id: str
+    input_file_id: str
+    status: BatchStatus
+
+
+@dataclass(frozen=True)
+class ProviderResultRow:
+    """One request's outcome, from the output file, the error file, or neither (missing).
+
+    The first six fields are the seed's; `status_code` and `error_code` say why a line failed
+    (`status_code` None for non-HTTP failures such as `batch_expired`).
+    """
+
+    custom_id: str
+    output_text: str | None = None
+    output_data: dict[str, Any] | None = None
+    raw_metadata: dict[str, Any] | None = None
+    error_message: str | None = None
+    is_success: bool = False
+    status_code: int | None = None
+    error_code: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+class BaseBatchProvider(ABC):
+    """What the tracker needs from a batch API."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def prepare_payloads(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        model: str,
+        mode: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        directory: Path | None = None,
+    ) -> PreparedBatch:
+        """Write the provider's input file for `items` (each `{"id", "input_payload"}`)."""
+
+    @abstractmethod
+    def submit(self, prepared: PreparedBatch) -> SubmitResult:
+        """Upload the input file and create the batch."""
+
+    @abstractmethod
+    def poll_status(self, provider_batch_id: str) -> BatchStatus:
+        """Read the batch's status now."""
+
+    @abstractmethod
+    def fetch_results(
+        self,
+        provider_batch_id: str,
+        *,
+        expected_custom_ids: Iterable[str] | None = None,
+    ) -> FetchedResults:
+        """Download and parse the output and error files of a terminal batch."""
+
+    @abstractmethod
+    def cancel(self, provider_batch_id: str) -> BatchStatus:
+        """Ask the provider to cancel the batch."""
+
+    @abstractmethod
+    def upload_input(self, prepared: PreparedBatch) -> str:
+        """Upload the JSONL; return the input file id."""
+
+    @abstractmethod
+    def create_batch(
+        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+    ) -> BatchStatus:
+        """Create the batch once, with no client-side retry (a retry could create two)."""
+
+    @abstractmethod
+    def find_batches_by_metadata(
+        self, key: str, value: str, *, created_after: int | None = None
+    ) -> list[BatchStatus]:
+        """Provider batches whose metadata[key] == value, newest first."""
+
+
+class FetchedResults(ABC):
+    """Parsed results of one batch, read lazily from files on disk; iterate to get rows."""
+
+    status: BatchStatus
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[ProviderResultRow]: ...
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Remove the downloaded files."""
+
+    def __enter__(self) -> FetchedResults:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

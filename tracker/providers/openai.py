@@ -1,0 +1,376 @@
+"""`OpenAIBatchProvider`: the seed's provider, on the OpenAI Files and Batch APIs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+
+from tracker.providers.base import (
+    BaseBatchProvider,
+    BatchError,
+    BatchStatus,
+    FetchedResults,
+    NormalizedStatus,
+    PermanentProviderError,
+    PreparedBatch,
+    ProviderResultRow,
+    RequestCounts,
+    SubmitResult,
+    TransientProviderError,
+)
+from tracker.providers.openai_errors import classify_openai_error
+from tracker.providers.openai_results import (
+    CorruptResultLine,
+    missing_result_row,
+    read_result_file,
+)
+
+log = logging.getLogger(__name__)
+
+#: The seed's status table, plus `cancelling` (still running until it ends).
+STATUS_MAP: dict[str, NormalizedStatus] = {
+    "validating": NormalizedStatus.SUBMITTED,
+    "in_progress": NormalizedStatus.IN_PROGRESS,
+    "finalizing": NormalizedStatus.IN_PROGRESS,
+    "completed": NormalizedStatus.COMPLETED,
+    "failed": NormalizedStatus.FAILED,
+    "expired": NormalizedStatus.FAILED,
+    "cancelled": NormalizedStatus.CANCELLED,
+    "cancelling": NormalizedStatus.IN_PROGRESS,
+}
+
+ENDPOINTS = {"chat": "/v1/chat/completions"}
+MAX_LINES_PER_BATCH = 50_000
+MAX_BYTES_PER_BATCH = 200 * 1024 * 1024
+#: With no model list in the config, the seed's families and their variants are accepted.
+SEED_MODEL_FAMILIES = re.compile(
+    r"^(gpt-3\.5-turbo|gpt-4o|gpt-4(\.\d+)?|gpt-5(\.\d+)?)(-[A-Za-z0-9.\-]+)?$"
+)
+
+
+def normalize_status(provider_status: str) -> NormalizedStatus:
+    """The seed's mapping; an unknown status is logged and treated as still running."""
+    mapped = STATUS_MAP.get(provider_status)
+    if mapped is None:
+        log.warning("unknown OpenAI batch status %r; treating it as in_progress", provider_status)
+        return NormalizedStatus.IN_PROGRESS
+    return mapped
+
+
+def batch_status_from_openai(batch: Any) -> BatchStatus:
+    """Build a `BatchStatus` from an SDK `Batch` (missing or null fields tolerated)."""
+    counts = getattr(batch, "request_counts", None)
+    errors_obj = getattr(batch, "errors", None)
+    errors = tuple(
+        BatchError(code=e.code, message=e.message, param=e.param, line=e.line)
+        for e in (getattr(errors_obj, "data", None) or [])
+    )
+    return BatchStatus(
+        provider_batch_id=batch.id,
+        provider_status=str(batch.status),
+        normalized_status=normalize_status(str(batch.status)),
+        request_counts=RequestCounts(
+            total=getattr(counts, "total", 0) or 0,
+            completed=getattr(counts, "completed", 0) or 0,
+            failed=getattr(counts, "failed", 0) or 0,
+        ),
+        input_file_id=getattr(batch, "input_file_id", None),
+        output_file_id=getattr(batch, "output_file_id", None),
+        error_file_id=getattr(batch, "error_file_id", None),
+        errors=errors,
+        metadata=dict(getattr(batch, "metadata", None) or {}),
+        created_at=getattr(batch, "created_at", None),
+        model=getattr(batch, "model", None),
+    )
+
+
+class OpenAIFetchedResults(FetchedResults):
+    """Rows read from the downloaded output and error files, then rows for missing requests."""
+
+    def __init__(
+        self,
+        status: BatchStatus,
+        directory: Path,
+        files: list[Path],
+        expected_custom_ids: Iterable[str] | None,
+    ) -> None:
+        self.status = status
+        self._directory = directory
+        self._files = files
+        self._expected = list(expected_custom_ids) if expected_custom_ids is not None else None
+
+    def __iter__(self) -> Iterator[ProviderResultRow]:
+        seen: set[str] = set()
+        for path in self._files:
+            for row in read_result_file(path):
+                if row.custom_id in seen:
+                    continue
+                seen.add(row.custom_id)
+                yield row
+        for custom_id in self._expected or ():
+            if custom_id not in seen:
+                yield missing_result_row(custom_id)
+
+    def close(self) -> None:
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+class OpenAIBatchProvider(BaseBatchProvider):
+    """The seed's provider. `config` keys: `api_key` (else `api_key_env` or `OPENAI_API_KEY`),
+    `base_url` (else `OPENAI_BASE_URL`), `models` (list of `{name, mode, ...}`), `max_retries`
+    (for reads and uploads; default 2), `timeout` (seconds; default 120), `organization`,
+    `project`.
+    """
+
+    name = "openai"
+
+    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
+        config = dict(config or {})
+        key_env = config.get("api_key_env") or "OPENAI_API_KEY"
+        self._api_key = config.get("api_key") or os.environ.get(key_env)
+        if not self._api_key:
+            raise PermanentProviderError(
+                f"no OpenAI API key: set {key_env} or give api_key in the provider config",
+                code="missing_api_key",
+            )
+        self._models = {
+            m["name"]: m.get("mode", "chat") for m in config.get("models") or [] if m.get("name")
+        }
+        self._client = openai.OpenAI(
+            api_key=self._api_key,
+            base_url=config.get("base_url") or None,
+            organization=config.get("organization"),
+            project=config.get("project"),
+            max_retries=int(config.get("max_retries", 2)),
+            timeout=float(config.get("timeout", 120.0)),
+        )
+        # Create and cancel are never retried by the SDK: a retried create can make a second
+        # paid batch, and a 409 on cancel is an answer, not a lock timeout.
+        self._once = self._client.with_options(max_retries=0)
+
+    # -- the seed's interface -------------------------------------------------------------
+
+    def prepare_payloads(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        model: str,
+        mode: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        directory: Path | None = None,
+    ) -> PreparedBatch:
+        endpoint = self._check_model(model, mode)
+        fd, name = tempfile.mkstemp(prefix="batch-", suffix=".jsonl", dir=directory)
+        path = Path(name)
+        custom_ids: list[str] = []
+        seen: set[str] = set()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for position, item in enumerate(items, start=1):
+                    line = self._jsonl_line(item, position, model, endpoint, seen)
+                    custom_ids.append(line[0])
+                    size += len(line[1])
+                    if len(custom_ids) > MAX_LINES_PER_BATCH:
+                        raise PermanentProviderError(
+                            f"a batch holds at most {MAX_LINES_PER_BATCH} requests")
+                    if size > MAX_BYTES_PER_BATCH:
+                        raise PermanentProviderError("a batch input file is at most 200 MB")
+                    out.write(line[1])
+            if not custom_ids:
+                raise PermanentProviderError("a batch needs at least one item")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return PreparedBatch(
+            model=model,
+            mode=mode,
+            endpoint=endpoint,
+            jsonl_path=path,
+            custom_ids=tuple(custom_ids),
+            byte_size=size,
+            metadata=dict(metadata or {}),
+        )
+
+    def submit(self, prepared: PreparedBatch) -> SubmitResult:
+        input_file_id = self.upload_input(prepared)
+        status = self.create_batch(input_file_id, prepared.endpoint, prepared.metadata)
+        return SubmitResult(
+            provider_batch_id=status.provider_batch_id,
+            input_file_id=input_file_id,
+            status=status,
+        )
+
+    def poll_status(self, provider_batch_id: str) -> BatchStatus:
+        try:
+            return batch_status_from_openai(self._client.batches.retrieve(provider_batch_id))
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    def fetch_results(
+        self,
+        provider_batch_id: str,
+        *,
+        expected_custom_ids: Iterable[str] | None = None,
+    ) -> OpenAIFetchedResults:
+        status = self.poll_status(provider_batch_id)
+        if not status.is_terminal:
+            raise TransientProviderError(
+                f"batch {provider_batch_id} is {status.provider_status}; results come when it ends",
+                code="not_finished",
+            )
+        directory = Path(tempfile.mkdtemp(prefix=f"{provider_batch_id}-"))
+        try:
+            files: list[Path] = []
+            for kind, file_id, expected in (
+                ("output", status.output_file_id, status.request_counts.completed),
+                ("error", status.error_file_id, status.request_counts.failed),
+            ):
+                if not file_id:
+                    continue
+                path = directory / f"{kind}.jsonl"
+                self._download(file_id, path)
+                self._check_download(path, file_id, expected, status)
+                files.append(path)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return OpenAIFetchedResults(status, directory, files, expected_custom_ids)
+
+    def cancel(self, provider_batch_id: str) -> BatchStatus:
+        try:
+            return batch_status_from_openai(self._once.batches.cancel(provider_batch_id))
+        except openai.ConflictError:
+            # Already ended (completed, failed or expired): its current state is the answer.
+            return self.poll_status(provider_batch_id)
+        except Exception as exc:
+            raise self._error(exc) from exc
+
+    # -- the finer steps of submit ----------------------------------------------------------
+
+    def upload_input(self, prepared: PreparedBatch) -> str:
+        filename = f"{prepared.metadata.get('tracker_batch_id') or uuid.uuid4().hex}.jsonl"
+        try:
+            with prepared.jsonl_path.open("rb") as fh:
+                uploaded = self._client.files.create(
+                    file=(filename, fh, "application/jsonl"), purpose="batch"
+                )
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return uploaded.id
+
+    def create_batch(
+        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+    ) -> BatchStatus:
+        try:
+            batch = self._once.batches.create(
+                input_file_id=input_file_id,
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window="24h",
+                metadata=dict(metadata) or None,
+            )
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return batch_status_from_openai(batch)
+
+    def find_batches_by_metadata(
+        self, key: str, value: str, *, created_after: int | None = None
+    ) -> list[BatchStatus]:
+        found: list[BatchStatus] = []
+        try:
+            for batch in self._client.batches.list(limit=100):
+                if created_after is not None and (batch.created_at or 0) < created_after:
+                    break  # newest first: everything further is older
+                if (batch.metadata or {}).get(key) == value:
+                    found.append(batch_status_from_openai(batch))
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return found
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _check_model(self, model: str, mode: str) -> str:
+        if mode not in ENDPOINTS:
+            raise PermanentProviderError(
+                f"mode {mode!r} is not supported for batches; only 'chat' is",
+                code="unsupported_mode",
+            )
+        if self._models:
+            if model not in self._models:
+                raise PermanentProviderError(
+                    f"model {model!r} is not configured for provider openai "
+                    f"(configured: {', '.join(sorted(self._models))})",
+                    code="unsupported_model",
+                )
+            if self._models[model] != mode:
+                raise PermanentProviderError(
+                    f"model {model!r} is configured for mode {self._models[model]!r}, not {mode!r}",
+                    code="unsupported_mode",
+                )
+        elif not SEED_MODEL_FAMILIES.match(model):
+            raise PermanentProviderError(
+                f"model {model!r} is not a supported OpenAI chat model "
+                "(gpt-3.5-turbo, gpt-4, gpt-4o, gpt-5 and their variants)",
+                code="unsupported_model",
+            )
+        return ENDPOINTS[mode]
+
+    @staticmethod
+    def _jsonl_line(
+        item: Mapping[str, Any], position: int, model: str, endpoint: str, seen: set[str]
+    ) -> tuple[str, bytes]:
+        custom_id = item.get("id")
+        if not isinstance(custom_id, str) or not custom_id:
+            raise PermanentProviderError(f"item {position}: 'id' must be a non-empty string")
+        if custom_id in seen:
+            raise PermanentProviderError(f"item {position}: duplicate id {custom_id!r} in batch")
+        seen.add(custom_id)
+        payload = item.get("input_payload")
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("messages"), list):
+            raise PermanentProviderError(
+                f"item {custom_id!r}: input_payload.messages must be a list")
+        if payload.get("stream"):
+            raise PermanentProviderError(
+                f"item {custom_id!r}: streaming is not supported in the Batch API")
+        body = {"model": model, **{k: v for k, v in payload.items() if k != "model"}}
+        line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
+        encoded = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+        return custom_id, encoded.encode("utf-8")
+
+    def _download(self, file_id: str, path: Path) -> None:
+        try:
+            with self._client.files.with_streaming_response.content(file_id) as response:
+                response.stream_to_file(path)
+        except (httpx2.HTTPError, openai.APIError) as exc:
+            raise self._error(exc) from exc
+
+    @staticmethod
+    def _check_download(path: Path, file_id: str, expected: int, status: BatchStatus) -> None:
+        """A cut-off or short file must never be taken as the batch's final results."""
+        try:
+            lines = sum(1 for _ in read_result_file(path))
+        except CorruptResultLine as exc:
+            raise TransientProviderError(
+                f"download of {file_id} is corrupt ({exc}); will download again",
+                code="corrupt_download",
+            ) from exc
+        if status.provider_status == "completed" and lines < expected:
+            raise TransientProviderError(
+                f"download of {file_id} has {lines} lines, the batch reports {expected}; "
+                "will download again",
+                code="short_download",
+            )
+
+    def _error(self, exc: BaseException) -> Exception:
+        return classify_openai_error(exc, api_key=self._api_key)

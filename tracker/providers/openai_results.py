@@ -1,0 +1,117 @@
+"""Parse lines of Batch API output and error files into `ProviderResultRow`s."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from tracker.providers.base import ProviderResultRow
+
+MISSING_RESULT_CODE = "missing_result"
+MISSING_RESULT_MESSAGE = "the batch returned no line for this request in its output or error file"
+
+
+class CorruptResultLine(ValueError):
+    """A result line that is not a JSON object with a `custom_id` (often a cut-off download)."""
+
+
+def _assistant_text(body: Mapping[str, Any]) -> str | None:
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return None
+    message = choices[0].get("message") if isinstance(choices[0], Mapping) else None
+    if not isinstance(message, Mapping):
+        return None
+    content = message.get("content")
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, Mapping)]
+        return "".join(parts)
+    if content is None and message.get("refusal"):
+        return None
+    return content if isinstance(content, str) else None
+
+
+def _http_error_message(body: Any, status_code: int) -> tuple[str, str | None]:
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping):
+            message = error.get("message") or f"HTTP {status_code}"
+            code = error.get("code") or error.get("type")
+            return str(message), (str(code) if code is not None else None)
+    return f"HTTP {status_code}", None
+
+
+def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
+    """One output or error line, either shape (§3.2/§3.3 of the API reference), to a row."""
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise CorruptResultLine("result line has no custom_id")
+    response = line.get("response")
+    error = line.get("error")
+    raw_metadata = {k: v for k, v in line.items() if k != "response"}
+    if isinstance(response, Mapping):
+        raw_metadata["response"] = {k: v for k, v in response.items() if k != "body"}
+        status_code = response.get("status_code")
+        body = response.get("body")
+        if isinstance(status_code, int) and status_code < 400 and not error:
+            body_map = body if isinstance(body, Mapping) else {}
+            usage = body_map.get("usage")
+            return ProviderResultRow(
+                custom_id=custom_id,
+                output_text=_assistant_text(body_map),
+                output_data=dict(body_map),
+                raw_metadata=raw_metadata,
+                is_success=True,
+                status_code=status_code,
+                usage=dict(usage) if isinstance(usage, Mapping) else None,
+            )
+        code_int = status_code if isinstance(status_code, int) else None
+        message, code = _http_error_message(body, code_int or 0)
+        return ProviderResultRow(
+            custom_id=custom_id,
+            output_data=dict(body) if isinstance(body, Mapping) else None,
+            raw_metadata=raw_metadata,
+            error_message=message,
+            is_success=False,
+            status_code=code_int,
+            error_code=code,
+        )
+    if isinstance(error, Mapping):
+        return ProviderResultRow(
+            custom_id=custom_id,
+            raw_metadata=raw_metadata,
+            error_message=str(error.get("message") or error.get("code") or "request failed"),
+            is_success=False,
+            error_code=str(error["code"]) if error.get("code") is not None else None,
+        )
+    raise CorruptResultLine(f"result line for {custom_id!r} has neither response nor error")
+
+
+def missing_result_row(custom_id: str) -> ProviderResultRow:
+    """The row for a request that appears in neither file (treated as transient upstream)."""
+    return ProviderResultRow(
+        custom_id=custom_id,
+        error_message=MISSING_RESULT_MESSAGE,
+        is_success=False,
+        error_code=MISSING_RESULT_CODE,
+    )
+
+
+def read_result_file(path: Path) -> Iterator[ProviderResultRow]:
+    """Stream a downloaded JSONL file line by line; raise `CorruptResultLine` on a bad line."""
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError as exc:
+                raise CorruptResultLine(f"{path.name} line {number}: not valid JSON") from exc
+            if not isinstance(line, Mapping):
+                raise CorruptResultLine(f"{path.name} line {number}: not a JSON object")
+            try:
+                yield parse_result_line(line)
+            except CorruptResultLine as exc:
+                raise CorruptResultLine(f"{path.name} line {number}: {exc}") from None

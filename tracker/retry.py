@@ -1,0 +1,81 @@
+"""Pure decisions: what happens to an item after its batch ends, and how long to back off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from tracker.providers.base import ProviderResultRow
+
+#: HTTP statuses of a failed line that are worth sending again.
+TRANSIENT_LINE_STATUSES = frozenset({408, 409, 429})
+CANCELLED_LINE_CODES = frozenset({"batch_cancelled", "cancelled"})
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    RETRY = "queued"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    error_message: str | None = None
+    error_code: str | None = None
+    error_status: int | None = None
+
+
+def is_permanent_line(row: ProviderResultRow) -> bool:
+    """HTTP 4xx other than 408/409/429 cannot succeed by sending the same request again."""
+    code = row.status_code
+    return code is not None and 400 <= code < 500 and code not in TRANSIENT_LINE_STATUSES
+
+
+def classify(
+    row: ProviderResultRow,
+    attempts: int,
+    max_attempts: int,
+    *,
+    batch_cancelled: bool = False,
+    cancelled_by_tracker: bool = False,
+) -> Decision:
+    """Decide one item's outcome from its result line.
+
+    `attempts` counts the batches the item has been sent in, this one included.
+    """
+    if row.is_success:
+        return Decision(Outcome.SUCCEEDED, "result stored")
+    fields = {
+        "error_message": row.error_message,
+        "error_code": row.error_code,
+        "error_status": row.status_code,
+    }
+    if batch_cancelled and (row.error_code in CANCELLED_LINE_CODES
+                            or row.error_code == "missing_result"):
+        who = "by tracker cancel" if cancelled_by_tracker else "outside the tracker"
+        return Decision(Outcome.CANCELLED, f"batch was cancelled {who}", **fields)
+    if is_permanent_line(row):
+        return Decision(Outcome.FAILED, f"permanent error: {row.error_message}", **fields)
+    if attempts >= max_attempts:
+        return Decision(
+            Outcome.FAILED,
+            f"gave up after {attempts} attempts; last error: {row.error_message}",
+            **fields,
+        )
+    return Decision(Outcome.RETRY, f"retryable error: {row.error_message}", **fields)
+
+
+def backoff_delay(
+    failures: int, hint: float | None = None, *, first: float = 0.5, cap: float = 300.0
+) -> float:
+    """Seconds to wait after `failures` consecutive failures (>= 1).
+
+    The provider's hint wins (`retry-after: 0` means now), capped; otherwise the delay doubles
+    from `first` up to `cap`.
+    """
+    if hint is not None:
+        return min(max(hint, 0.0), cap)
+    return min(cap, first * 2 ** max(failures - 1, 0))
