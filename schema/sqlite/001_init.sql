@@ -81,10 +81,10 @@ CREATE TABLE items (
     finished_at       REAL
 );
 CREATE INDEX items_queued ON items (provider, model, not_before) WHERE status = 'queued';
-CREATE INDEX items_batch ON items (batch_id);
+CREATE INDEX items_batch ON items (batch_id) WHERE batch_id IS NOT NULL;
 
 CREATE TABLE transitions (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          INTEGER PRIMARY KEY,  -- append-only (deletes refused), so ids only grow
     entity      TEXT NOT NULL CHECK (entity IN ('batch', 'item')),
     entity_id   TEXT NOT NULL,
     from_status TEXT,                              -- NULL for the creation row

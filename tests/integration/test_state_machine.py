@@ -17,10 +17,15 @@ BATCH_STATUSES = [s.value for s in states.BatchStatus]
 
 
 def _insert(conn, entity: str, entity_id: str, status: str) -> None:
+    """Create a row as the tracker does: batches get their creation row from a trigger, items
+    from `tracker enqueue` (emulated here)."""
     if entity == "item":
         conn.execute(text(
             "INSERT INTO items (id, provider, model, payload, status, created_at, updated_at) "
             "VALUES (:id, 'openai', 'gpt-4', '{}', :s, 1, 1)"), {"id": entity_id, "s": status})
+        conn.execute(text(
+            "INSERT INTO transitions (entity, entity_id, from_status, to_status, at) "
+            "VALUES ('item', :id, NULL, :s, 1)"), {"id": entity_id, "s": status})
     else:
         conn.execute(text(
             "INSERT INTO batches (id, provider, model, endpoint, status, item_count, created_at, "
@@ -119,7 +124,7 @@ def test_transition_many__all_or_nothing(engine: Engine, clock) -> None:
 
 def test_transitions__append_only(engine: Engine) -> None:
     with write(engine) as conn:
-        _insert(conn, "item", "a", "queued")
+        _insert(conn, "batch", "b", "pending")
     with pytest.raises(IntegrityError, match="append-only"), write(engine) as conn:
         conn.execute(text("DELETE FROM transitions"))
     with pytest.raises(IntegrityError, match="append-only"), write(engine) as conn:
