@@ -22,13 +22,19 @@ LEASE_NAME = "daemon"
 LEASE_TTL = 30.0
 
 
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (Linux), to tell a reused pid from the holder."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (Linux), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid`, to tell a reused pid from the holder."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None
 
 
 def process_alive(pid: int, start: str | None) -> bool:
@@ -38,6 +44,9 @@ def process_alive(pid: int, start: str | None) -> bool:
         return False
     except PermissionError:
         return True
+    fields = _proc_stat(pid)
+    if fields is not None and fields[0] in ("Z", "X"):
+        return False  # killed, not yet reaped by its parent
     if start is not None:
         current = _process_start(pid)
         if current is not None and current != start:

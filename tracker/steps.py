@@ -36,6 +36,8 @@ RECONCILE_SLACK = 600
 PAUSING_CODES = frozenset({"insufficient_quota", "invalid_api_key", "missing_api_key"})
 PAUSING_STATUSES = frozenset({401, 403})
 PROBE_INTERVAL = 60.0
+#: OpenAI: "You can create up to 2,000 batches per hour."
+BATCHES_PER_HOUR = 2000
 
 
 # -- pack ------------------------------------------------------------------------------------
@@ -48,16 +50,45 @@ def pack(ctx: Context) -> int:
         if not section.enabled or ctx.paused_reason(provider_name):
             continue
         for model in section.models:
-            while made < ctx.batches_per_step and _pack_one(ctx, provider_name, model.name,
-                                                            model.max_prompts_per_batch):
+            while made < ctx.batches_per_step and _pack_one(
+                ctx, provider_name, model.name, model.max_prompts_per_batch,
+                model.max_enqueued_tokens,
+            ):
                 made += 1
     return made
 
 
-def _pack_one(ctx: Context, provider: str, model: str, limit: int) -> bool:
+def _room(conn: Connection, provider: str, model: str, now: float,
+          token_cap: int | None) -> tuple[bool, int | None]:
+    """Whether another batch may be made now, and how many more tokens it may carry."""
+    made_last_hour = conn.execute(
+        text("SELECT count(*) FROM batches WHERE provider = :p AND created_at > :since "
+             "AND duplicate_of IS NULL"),
+        {"p": provider, "since": now - 3600},
+    ).scalar_one()
+    if made_last_hour >= BATCHES_PER_HOUR:
+        return False, None
+    if token_cap is None:
+        return True, None
+    in_flight = conn.execute(
+        text("SELECT COALESCE(sum(est_tokens), 0) FROM batches WHERE provider = :p AND "
+             "model = :m AND status IN ('pending', 'submitted', 'in_progress')"),
+        {"p": provider, "m": model},
+    ).scalar_one()
+    if in_flight and in_flight >= token_cap:
+        return False, None
+    # With nothing in flight, one batch may go even if its first item alone is over the cap.
+    return True, (token_cap - in_flight) if in_flight else max(token_cap, 1)
+
+
+def _pack_one(ctx: Context, provider: str, model: str, limit: int,
+              token_cap: int | None = None) -> bool:
     now = ctx.now()
     limit = min(limit, MAX_LINES_PER_BATCH)
     with write(ctx.engine) as conn:
+        allowed, token_room = _room(conn, provider, model, now, token_cap)
+        if not allowed:
+            return False
         rows = conn.execute(
             text(
                 "SELECT id, length(payload) AS size, est_tokens FROM items "
@@ -73,6 +104,8 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int) -> bool:
         for row in rows:
             line = row.size + len(row.id) + len(model) + LINE_OVERHEAD
             if ids and size + line > MAX_BYTES_PER_BATCH:
+                break
+            if ids and token_room is not None and tokens + row.est_tokens > token_room:
                 break
             ids.append(row.id)
             size += line

@@ -1,0 +1,211 @@
+"""Crash safety: `tracker run` as a real process, killed with SIGKILL at named crash points and
+at random moments, then restarted. The fake server counts what it receives."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tracker.testing.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "gpt-5-mini"
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.3,
+                    finalizing_seconds=0.1) as fake:
+        yield fake
+
+
+class Tracker:
+    """Runs the `tracker` CLI against one database and one fake server."""
+
+    def __init__(self, tmp_path: Path, server: FakeOpenAI, max_prompts: int) -> None:
+        self.db = tmp_path / "tracker.db"
+        config = tmp_path / "llm_config.yaml"
+        config.write_text(
+            "batch:\n  providers:\n    openai:\n      models:\n"
+            f"        - name: {MODEL}\n          mode: chat\n"
+            f"          max_prompts_per_batch: {max_prompts}\n          pricing_tier: batch\n"
+        )
+        self.env = {**os.environ, "OPENAI_API_KEY": "sk-crash-test-0123456789",
+                    "OPENAI_BASE_URL": server.base_url, "TRACKER_CONFIG": str(config),
+                    "TRACKER_DB": f"sqlite:///{self.db}"}
+        self.env.pop("TRACKER_CRASH_AT", None)
+        self.cwd = tmp_path
+        self.log = tmp_path / "daemon.log"
+
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run([sys.executable, "-m", "tracker", *args], env=self.env,
+                              cwd=self.cwd, input=stdin, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def enqueue(self, n: int) -> None:
+        lines = "".join(json.dumps({"id": f"item-{i:04d}", "input_payload": {
+            "messages": [{"role": "user", "content": f"question {i}"}]}}) + "\n"
+            for i in range(n))
+        self.cli("enqueue", "-", "--model", MODEL, stdin=lines)
+
+    def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+        env = dict(self.env)
+        if crash_at:
+            env["TRACKER_CRASH_AT"] = crash_at
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "tracker", "run", "--until-idle", "--poll-interval",
+                 "0.1"], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+
+    def query(self, sql: str) -> list[tuple]:
+        with sqlite3.connect(self.db, timeout=30) as conn:
+            return conn.execute(sql).fetchall()
+
+
+def _wait(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"daemon did not exit within {timeout}s") from None
+
+
+def _poll_until(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not met before the deadline")
+
+
+def check_invariants(tracker: Tracker, server: FakeOpenAI, n: int) -> dict[str, int]:
+    """Every item terminal with one result, none run twice with both results kept, no
+    duplicate batch left running at the provider."""
+    statuses = dict(tracker.query("SELECT status, count(*) FROM items GROUP BY status"))
+    assert statuses == {"succeeded": n}, statuses
+    open_batches = tracker.query("SELECT count(*) FROM batches WHERE status <> 'ingested'")
+    assert open_batches == [(0,)]
+    # each item: exactly one stored outcome transition
+    finishes = tracker.query(
+        "SELECT entity_id, count(*) FROM transitions WHERE entity = 'item' AND "
+        "to_status = 'succeeded' GROUP BY entity_id")
+    assert len(finishes) == n and {c for _, c in finishes} == {1}
+    # the batch each item's result came from really ran it, and no other kept batch did
+    kept = dict(tracker.query(
+        "SELECT provider_batch_id, id FROM batches WHERE duplicate_of IS NULL "
+        "AND provider_batch_id IS NOT NULL"))
+    runs: Counter[str] = Counter()
+    for batch_id, custom_id, outcome in server.executions:
+        if outcome == "success" and batch_id in kept:
+            runs[custom_id] += 1
+    assert set(runs.values()) == {1} and len(runs) == n, runs.most_common(3)
+    for item_id, provider_batch_id in tracker.query(
+            "SELECT i.id, b.provider_batch_id FROM items i JOIN batches b ON b.id = i.batch_id"):
+        assert item_id in server.batch_custom_ids(provider_batch_id)
+    # no duplicate still running, and every provider batch is accounted for locally
+    for batch_id in server.batches:
+        status = server.get_batch(batch_id)["status"]
+        assert status in ("completed", "cancelled", "failed", "expired"), (batch_id, status)
+        if batch_id not in kept:
+            assert status in ("cancelled", "failed", "expired") or tracker.query(
+                f"SELECT 1 FROM batches WHERE provider_batch_id = '{batch_id}'")
+    return statuses
+
+
+CRASH_POINTS = ["after_pack", "after_upload", "after_create", "mid_ingest", "after_ingest"]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_crash_point__restart_finishes_everything(point: str, server: FakeOpenAI,
+                                                  tmp_path: Path) -> None:
+    n = 30
+    tracker = Tracker(tmp_path, server, max_prompts=10)
+    tracker.enqueue(n)
+    proc = tracker.start(crash_at=point)
+    assert _wait(proc) == -signal.SIGKILL, tracker.log.read_text()
+    restarted_at = time.monotonic()
+    proc = tracker.start()
+    _poll_until(lambda: tracker.query(
+        "SELECT count(*) FROM daemon_lease")[0][0] == 1, timeout=5)
+    assert time.monotonic() - restarted_at < 5  # took the dead daemon's lease at once
+    assert _wait(proc) == 0, tracker.log.read_text()
+    check_invariants(tracker, server, n)
+    if point == "after_create":
+        assert "adopted" in tracker.log.read_text()
+    assert len(server.batches) == 3
+
+
+def test_random_kills__nothing_lost_nothing_twice(server: FakeOpenAI, tmp_path: Path) -> None:
+    n, kills = 300, 8
+    rng = random.Random(20261124)
+    tracker = Tracker(tmp_path, server, max_prompts=25)
+    tracker.enqueue(n)
+    survived = 0
+    for _ in range(kills):
+        seen = tracker.query("SELECT count(*) FROM transitions")[0][0]
+        target = seen + rng.randint(5, 120)
+        proc = tracker.start()
+        try:
+            _poll_until(lambda t=target: tracker.query(
+                "SELECT count(*) FROM transitions")[0][0] >= t or proc.poll() is not None,
+                timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                survived += 1
+            proc.wait()
+    proc = tracker.start()
+    assert _wait(proc, timeout=120) == 0, tracker.log.read_text()[-3000:]
+    check_invariants(tracker, server, n)
+    assert survived >= kills // 2  # most kills landed mid-run, not after the work was done
+    print(f"random kills: {survived} SIGKILLs mid-run, {len(server.batches)} provider batches, "
+          f"{n} items all succeeded once")
+
+
+def test_sigterm__finishes_step_and_exits_zero_then_resumes(server: FakeOpenAI,
+                                                             tmp_path: Path) -> None:
+    tracker = Tracker(tmp_path, server, max_prompts=10)
+    tracker.enqueue(30)
+    proc = tracker.start()
+    _poll_until(lambda: tracker.query(
+        "SELECT count(*) FROM batches WHERE provider_batch_id IS NOT NULL")[0][0] >= 1)
+    proc.send_signal(signal.SIGTERM)
+    assert _wait(proc) == 0
+    assert tracker.query("SELECT count(*) FROM daemon_lease") == [(0,)]
+    assert _wait(tracker.start()) == 0
+    check_invariants(tracker, server, 30)
+
+
+def test_second_daemon__is_refused(server: FakeOpenAI, tmp_path: Path) -> None:
+    tracker = Tracker(tmp_path, server, max_prompts=10)
+    tracker.enqueue(5)
+    first = subprocess.Popen([sys.executable, "-m", "tracker", "run", "--poll-interval", "0.1"],
+                             env=tracker.env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _poll_until(lambda: tracker.query("SELECT count(*) FROM daemon_lease")[0][0] == 1)
+        second = subprocess.run([sys.executable, "-m", "tracker", "run", "--until-idle"],
+                                env=tracker.env, cwd=tmp_path, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 2
+        assert f"pid {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert _wait(first) == 0
