@@ -120,7 +120,7 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
     with write(ctx.engine) as conn:
         attempts = dict(conn.execute(
             text("SELECT id, attempts FROM items WHERE batch_id = :b AND status = 'in_batch'"),
-            {"b": batch.id}).tuples().all())
+            {"b": batch.id}).all())
 
         def outcomes() -> Iterator[tuple[str, Decision, ProviderResultRow | None]]:
             for row in rows:

@@ -65,7 +65,7 @@ def items(ctx: Context) -> dict[str, Any]:
 def items_by_status(ctx: Context) -> dict[str, int]:
     with read(ctx.engine) as conn:
         return dict(conn.execute(text(
-            "SELECT status, count(*) FROM items GROUP BY status")).tuples().all())
+            "SELECT status, count(*) FROM items GROUP BY status")).all())
 
 
 def batches(ctx: Context) -> list[Any]:

@@ -161,8 +161,8 @@ def test_random_kills__nothing_lost_nothing_twice(server: FakeOpenAI, tmp_path: 
         target = seen + rng.randint(5, 120)
         proc = tracker.start()
         try:
-            _poll_until(lambda t=target: tracker.query(
-                "SELECT count(*) FROM transitions")[0][0] >= t or proc.poll() is not None,
+            _poll_until(lambda t=target, p=proc: tracker.query(
+                "SELECT count(*) FROM transitions")[0][0] >= t or p.poll() is not None,
                 timeout=60)
         finally:
             if proc.poll() is None:

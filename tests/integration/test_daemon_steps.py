@@ -68,7 +68,7 @@ def test_steps__happy_path(ctx: Context, server: FakeOpenAI, clock: ManualClock)
     assert stored["q3"].output_text == "echo: question 3"
     assert stored["q3"].attempts == 1
     assert stored["q3"].prompt_tokens and stored["q3"].completion_tokens
-    assert [b.item_count for b in batches(ctx)] == [3, 3, 1]
+    assert sorted(b.item_count for b in batches(ctx)) == [1, 3, 3]
     assert {b.status for b in batches(ctx)} == {"ingested"}
     assert len(server.batches) == 3
     assert [h[1] for h in history(ctx, "q3")] == ["queued", "in_batch", "succeeded"]
@@ -156,7 +156,7 @@ def test_steps__duplicate_provider_batches(ctx: Context, server: FakeOpenAI,
 def test_steps__tracker_cancel(ctx: Context, server: FakeOpenAI, clock: ManualClock,
                                engine: Engine, tmp_path: Path) -> None:
     enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
-    for _ in range(3):  # pack, submit, poll into in_progress
+    for _ in range(2):  # pack and submit, then poll into in_progress
         run_steps_once(ctx)
         clock.advance(1)
     batch = batches(ctx)[0]

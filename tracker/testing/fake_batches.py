@@ -1,0 +1,445 @@
+"""State of the fake Batch API: files, batches, validation and line execution.
+
+Batch status is computed lazily from the clock whenever a batch is read, so tests that move a
+manual clock see the same progression a real batch goes through, with no background thread:
+validating -> in_progress -> finalizing -> completed, or failed (validation), expired (at the
+completion window, finished lines delivered), cancelling -> cancelled (partial results).
+Line i of n finishes at in_progress_at + (i + 1) / n * in_progress_seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
+             "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
+UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+_FAIL = re.compile(r"\[fail:(\d{3})\]")
+_FAIL_ONCE = re.compile(r"\[fail-once:(\d{3})\]")
+
+Responder = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
+
+
+class ManualClock:
+    """A clock that moves only when told; share one between the fake and the tracker."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.value = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.value += seconds
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status and the OpenAI error body."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type_, "param": param,
+                               "code": code}}
+
+
+@dataclass
+class FileRecord:
+    id: str
+    filename: str
+    purpose: str
+    content: bytes
+    created_at: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "file", "bytes": len(self.content),
+                "created_at": self.created_at, "expires_at": None, "filename": self.filename,
+                "purpose": self.purpose, "status": "processed", "status_details": None}
+
+
+@dataclass
+class BatchRecord:
+    id: str
+    seq: int
+    input_file_id: str
+    endpoint: str
+    metadata: dict[str, str] | None
+    created: float
+    status: str = "validating"
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    model: str | None = None
+    est_tokens: int = 0
+    errors: list[dict[str, Any]] | None = None
+    times: dict[str, float] = field(default_factory=dict)
+    cancel_at: float | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0,
+                                                            "failed": 0})
+    usage: dict[str, Any] | None = None
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    return len(json.dumps(body.get("messages", ""))) // 4 + 1
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    if not messages:
+        return ""
+    content = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
+
+
+class FakeBatchState:
+    """Everything the fake server remembers; all methods take the lock."""
+
+    def __init__(self, *, clock: Callable[[], float], validating_seconds: float,
+                 in_progress_seconds: float, finalizing_seconds: float,
+                 cancelling_seconds: float, completion_window_seconds: float,
+                 known_models: set[str] | None, enqueued_token_limit: int | None,
+                 seed: int) -> None:
+        self.clock = clock
+        self.validating_seconds = validating_seconds
+        self.in_progress_seconds = in_progress_seconds
+        self.finalizing_seconds = finalizing_seconds
+        self.cancelling_seconds = cancelling_seconds
+        self.completion_window_seconds = completion_window_seconds
+        self.known_models = known_models
+        self.enqueued_token_limit = enqueued_token_limit
+        self.random = random.Random(seed)
+        self.lock = threading.RLock()
+        self.files: dict[str, FileRecord] = {}
+        self.batches: dict[str, BatchRecord] = {}
+        self.executions: list[tuple[str, str, str]] = []
+        self.responder: Responder | None = None
+        self._failed_once: set[str] = set()
+        self._seq = 0
+
+    # -- files ------------------------------------------------------------------------------
+
+    def add_file(self, filename: str, purpose: str, content: bytes) -> FileRecord:
+        with self.lock:
+            record = FileRecord(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, content,
+                                int(self.clock()))
+            self.files[record.id] = record
+            return record
+
+    def upload(self, filename: str, purpose: str, content: bytes) -> FileRecord:
+        if purpose not in UPLOAD_PURPOSES:
+            raise ApiError(400, f"Invalid value: '{purpose}'.", param="purpose",
+                           code="invalid_value")
+        if purpose == "batch":
+            first = content.split(b"\n", 1)[0]
+            try:
+                json.loads(first)
+                valid = filename.endswith(".jsonl") and bool(content.strip())
+            except ValueError:
+                valid = False
+            if not valid:
+                raise ApiError(400, "Invalid file format for Batch API. Must be .jsonl")
+        return self.add_file(filename, purpose, content)
+
+    def get_file(self, file_id: str) -> FileRecord:
+        with self.lock:
+            if file_id not in self.files:
+                raise ApiError(404, f"No such File object: {file_id}", param="id")
+            return self.files[file_id]
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def create_batch(self, body: dict[str, Any]) -> BatchRecord:
+        endpoint = body.get("endpoint")
+        if endpoint not in ENDPOINTS:
+            raise ApiError(400, f"Invalid value: '{endpoint}'. Supported values are: "
+                           + ", ".join(f"'{e}'" for e in ENDPOINTS), param="endpoint",
+                           code="invalid_value")
+        if body.get("completion_window") != "24h":
+            raise ApiError(400, "Invalid value for 'completion_window': must be '24h'.",
+                           param="completion_window", code="invalid_value")
+        if not isinstance(body.get("input_file_id"), str):
+            raise ApiError(400, "Missing required parameter: 'input_file_id'.",
+                           param="input_file_id", code="missing_required_parameter")
+        metadata = body.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, dict) or len(metadata) > 16:
+                raise ApiError(400, "Invalid 'metadata': at most 16 string pairs.",
+                               param="metadata", code="invalid_value")
+            for key, value in metadata.items():
+                if not isinstance(value, str):
+                    raise ApiError(400, f"Invalid type for 'metadata.{key}': expected a "
+                                   f"string, but got {type(value).__name__} instead.",
+                                   param=f"metadata.{key}", code="invalid_type")
+        with self.lock:
+            self._seq += 1
+            record = BatchRecord(f"batch_{uuid.uuid4().hex}", self._seq, body["input_file_id"],
+                                 endpoint, metadata, self.clock())
+            self.batches[record.id] = record
+            return record
+
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        with self.lock:
+            if batch_id not in self.batches:
+                raise ApiError(404, f"No such Batch object: {batch_id}", param="batch_id")
+            record = self.batches[batch_id]
+            self.refresh(record)
+            return record
+
+    def list_batches(self) -> list[BatchRecord]:
+        with self.lock:
+            records = sorted(self.batches.values(), key=lambda b: (b.created, b.seq),
+                             reverse=True)
+            for record in records:
+                self.refresh(record)
+            return records
+
+    def cancel(self, batch_id: str) -> BatchRecord:
+        with self.lock:
+            record = self.get_batch(batch_id)
+            if record.status in ("completed", "failed", "expired"):
+                raise ApiError(409, f"Cannot cancel a batch with status '{record.status}'.")
+            if record.cancel_at is None and record.status != "cancelled":
+                record.cancel_at = self.clock()
+                record.times["cancelling_at"] = record.cancel_at
+                self.refresh(record)
+            return record
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def refresh(self, b: BatchRecord) -> None:
+        """Move `b` to the status the clock says it has reached."""
+        if b.status in TERMINAL:
+            return
+        now = self.clock()
+        started = b.created + self.validating_seconds
+        if b.cancel_at is not None:
+            if b.cancel_at >= started and not b.lines and b.errors is None:
+                self._validate(b)
+            done = b.cancel_at + self.cancelling_seconds
+            if now >= done:
+                self._finish(b, "cancelled", cutoff=b.cancel_at, at=done)
+            else:
+                b.status = "cancelling"
+            return
+        if now < started:
+            return
+        if "in_progress_at" not in b.times:
+            if not self._validate(b):
+                self._terminal(b, "failed", started)
+                return
+            b.times["in_progress_at"] = started
+        expires = b.created + self.completion_window_seconds
+        run_end = started + self.in_progress_seconds
+        slow = any(line.get("_slow") for line in b.lines)
+        done = float("inf") if slow else run_end + self.finalizing_seconds
+        if now >= done and done <= expires:
+            b.times["finalizing_at"] = run_end
+            self._finish(b, "completed", cutoff=float("inf"), at=done)
+        elif now >= expires:
+            self._finish(b, "expired", cutoff=expires, at=expires)
+        elif now >= run_end:
+            b.status = "finalizing"
+            b.times["finalizing_at"] = run_end
+        else:
+            b.status = "in_progress"
+
+    def _validate(self, b: BatchRecord) -> bool:
+        errors: list[dict[str, Any]] = []
+        source = self.files.get(b.input_file_id)
+        if source is None or source.purpose != "batch":
+            b.errors = [{"code": "invalid_request", "line": None, "param": "file_id",
+                         "message": f"Cannot find file {b.input_file_id}, or organization "
+                                    "does not have access to it."}]
+            return False
+        lines: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for number, raw in enumerate(source.content.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            error = self._check_line(raw, number, b.endpoint, seen, lines)
+            if error:
+                errors.append(error)
+        b.model = lines[0]["body"].get("model") if lines else None
+        b.est_tokens = sum(estimate_tokens(line["body"]) for line in lines)
+        if not errors and self.enqueued_token_limit is not None and b.model:
+            queued = sum(o.est_tokens for o in self.batches.values() if o is not b
+                         and o.model == b.model and o.status in ("in_progress", "finalizing"))
+            if queued + b.est_tokens > self.enqueued_token_limit:
+                errors.append({"code": "token_limit_exceeded", "line": None, "param": None,
+                               "message": f"Enqueued token limit reached for {b.model} in "
+                                          f"organization org-fake. Limit: "
+                                          f"{self.enqueued_token_limit:,} enqueued tokens. "
+                                          "Please try again once some in_progress batches "
+                                          "have been completed."})
+        if errors:
+            b.errors = errors
+            return False
+        for index, line in enumerate(lines):
+            line["_finish"] = index
+        b.lines = lines
+        b.counts["total"] = len(lines)
+        return True
+
+    def _check_line(self, raw: bytes, number: int, endpoint: str, seen: set[str],
+                    lines: list[dict[str, Any]]) -> dict[str, Any] | None:
+        def error(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+            return {"code": code, "line": number, "message": message, "param": param}
+
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            return error("invalid_json_line", "This line is not parseable as valid JSON.")
+        if not isinstance(line, dict):
+            return error("invalid_json_line", "This line is not parseable as valid JSON.")
+        for key in ("custom_id", "method", "url", "body"):
+            if key not in line:
+                return error("missing_required_parameter",
+                             f"Missing required parameter: '{key}'.", key)
+        if line["url"] != endpoint:
+            return error("invalid_url", "The URL provided for this request does not match "
+                         "the batch endpoint.", "url")
+        body = line["body"]
+        if not isinstance(body, dict):
+            return error("invalid_request", "The body must be an object.", "body")
+        if body.get("stream"):
+            return error("streaming_unsupported", "Chat Completions: Streaming is not "
+                         "supported in the Batch API.", "body.stream")
+        if not body.get("model"):
+            return error("invalid_request", "Model parameter is required.", "body.model")
+        if self.known_models is not None and body["model"] not in self.known_models:
+            return error("model_not_found", f"The provided model '{body['model']}' is not "
+                         "supported by the Batch API.", "body.model")
+        if line["custom_id"] in seen:
+            return error("duplicate_custom_id", f"The custom_id '{line['custom_id']}' is "
+                         "duplicated.", "custom_id")
+        if "[invalid]" in last_user_text(body):
+            return error("invalid_request", "The request body is invalid.", "body")
+        seen.add(line["custom_id"])
+        line["_slow"] = "[slow]" in last_user_text(body)
+        lines.append(line)
+        return None
+
+    def _line_finish_time(self, b: BatchRecord, line: dict[str, Any]) -> float:
+        if line.get("_slow"):
+            return float("inf")
+        n = max(len(b.lines), 1)
+        return b.times["in_progress_at"] + (line["_finish"] + 1) / n * self.in_progress_seconds
+
+    def _finish(self, b: BatchRecord, status: str, *, cutoff: float, at: float) -> None:
+        """Run the lines finished by `cutoff`; the rest end as expired or cancelled."""
+        outputs: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        usage = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": 0}
+        for line in b.lines:
+            custom_id = line["custom_id"]
+            started = "in_progress_at" in b.times
+            if started and self._line_finish_time(b, line) <= cutoff:
+                code, body = self._run(custom_id, line["body"])
+                entry = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id,
+                         "response": {"status_code": code,
+                                      "request_id": f"req_{uuid.uuid4().hex[:24]}",
+                                      "body": body}, "error": None}
+                if code < 400:
+                    outputs.append(entry)
+                    for key, src in (("input_tokens", "prompt_tokens"),
+                                     ("output_tokens", "completion_tokens"),
+                                     ("total_tokens", "total_tokens")):
+                        usage[key] += body["usage"][src]
+                    self.executions.append((b.id, custom_id, "success"))
+                else:
+                    failures.append(entry)
+                    self.executions.append((b.id, custom_id, f"http_{code}"))
+            else:
+                kind = "expired" if status == "expired" else "cancelled"
+                message = ("This request could not be executed before the completion window "
+                           "expired." if kind == "expired" else "This request was cancelled "
+                           "before it was executed.")
+                failures.append({"id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                                 "custom_id": custom_id, "response": None,
+                                 "error": {"code": f"batch_{kind}", "message": message}})
+                self.executions.append((b.id, custom_id, kind))
+        self.random.shuffle(outputs)
+        if outputs:
+            b.output_file_id = self._result_file(b, "output", outputs)
+        if failures:
+            b.error_file_id = self._result_file(b, "error", failures)
+        b.counts.update(completed=len(outputs), failed=len(failures))
+        b.usage = usage
+        self._terminal(b, status, at)
+
+    def _result_file(self, b: BatchRecord, kind: str, lines: list[dict[str, Any]]) -> str:
+        content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        return self.add_file(f"{b.id}_{kind}.jsonl", "batch_output", content).id
+
+    def _terminal(self, b: BatchRecord, status: str, at: float) -> None:
+        b.status = status
+        b.times[f"{status}_at"] = at
+
+    def _run(self, custom_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if self.responder is not None:
+            return self.responder(custom_id, body)
+        text = last_user_text(body)
+        fail = _FAIL.search(text)
+        once = _FAIL_ONCE.search(text)
+        if once and custom_id not in self._failed_once:
+            self._failed_once.add(custom_id)
+            fail = once
+        if fail:
+            code = int(fail.group(1))
+            return code, {"error": {
+                "message": f"The server answered this request with HTTP {code}.",
+                "type": "invalid_request_error" if code < 500 else "server_error",
+                "param": None, "code": None}}
+        reply = f"echo: {text}"
+        prompt = estimate_tokens(body)
+        completion = len(reply) // 4 + 1
+        return 200, {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
+            "created": int(self.clock()), "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply,
+                                                 "refusal": None},
+                         "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion},
+            "system_fingerprint": "fp_fake"}
+
+    # -- JSON -------------------------------------------------------------------------------
+
+    def batch_json(self, b: BatchRecord) -> dict[str, Any]:
+        def ts(key: str) -> int | None:
+            value = b.times.get(key)
+            return int(value) if value is not None else None
+
+        created = int(b.created)
+        return {
+            "id": b.id, "object": "batch", "endpoint": b.endpoint, "model": b.model,
+            "errors": None if b.errors is None else {"object": "list", "data": b.errors},
+            "input_file_id": b.input_file_id, "completion_window": "24h", "status": b.status,
+            "output_file_id": b.output_file_id, "error_file_id": b.error_file_id,
+            "created_at": created, "in_progress_at": ts("in_progress_at"),
+            "expires_at": created + 86400, "finalizing_at": ts("finalizing_at"),
+            "completed_at": ts("completed_at"), "failed_at": ts("failed_at"),
+            "expired_at": ts("expired_at"), "cancelling_at": ts("cancelling_at"),
+            "cancelled_at": ts("cancelled_at"), "request_counts": dict(b.counts),
+            "usage": b.usage, "metadata": b.metadata,
+        }
+
+
+def now_default() -> float:
+    return time.time()
