@@ -292,8 +292,11 @@ def _setup_logging() -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("apscheduler", "httpx", "httpx2", "openai"):
+    for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Steps share one worker thread, so a tick that finds the previous run of its step still
+    # going is skipped by design; APScheduler would warn about each one.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def main() -> None:
