@@ -56,9 +56,12 @@ class Tracker:
         return done.stdout
 
     def enqueue(self, n: int) -> None:
-        lines = "".join(json.dumps({"id": f"item-{i:04d}", "input_payload": {
-            "messages": [{"role": "user", "content": f"question {i}"}]}}) + "\n"
-            for i in range(n))
+        self.enqueue_items({f"item-{i:04d}": f"question {i}" for i in range(n)})
+
+    def enqueue_items(self, contents: dict[str, str]) -> None:
+        lines = "".join(json.dumps({"id": item_id, "input_payload": {
+            "messages": [{"role": "user", "content": content}]}}) + "\n"
+            for item_id, content in contents.items())
         self.cli("enqueue", "-", "--model", MODEL, stdin=lines)
 
     def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:

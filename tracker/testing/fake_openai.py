@@ -109,8 +109,7 @@ class FakeOpenAI:
         self._random_kinds: tuple[str, ...] = ()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -277,6 +276,13 @@ class FakeOpenAI:
             with state.lock:
                 return _json(200, state.batch_json(state.cancel(parts[1])))
         raise ApiError(404, f"Unknown request URL: {method} {path}.")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanished mid-request (killed, timed out) is normal here."""
 
 
 def _json(status: int, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:

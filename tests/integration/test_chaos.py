@@ -1,0 +1,99 @@
+"""All faults at once: the daemon (a real process, SIGKILLed again and again) against a fake
+Batch API that throws HTTP errors, drops connections before and after doing the work (ghost
+creates), truncates downloads and expires batches, with per-line failures in the input."""
+
+from __future__ import annotations
+
+import random
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_crash import Tracker, _poll_until, _wait
+from tracker.testing.fake_openai import FakeOpenAI
+
+KINDS = {  # marker in the prompt -> (expected status, expected attempts or None)
+    "": ("succeeded", None),
+    "[fail:400]": ("failed", 1),  # permanent: fails at once with the provider's message
+    "[fail-once:500]": ("succeeded", 2),  # transient: succeeds when sent again
+    "[fail:500]": ("failed", 3),  # transient every time: fails after max_attempts
+    "[slow]": ("failed", 3),  # never finishes: expires every time
+}
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.3, finalizing_seconds=0.1,
+                    completion_window_seconds=2.0, seed=7) as fake:
+        fake.set_random_faults(0.15, seed=11)
+        yield fake
+
+
+def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: Path) -> None:
+    rng = random.Random(42)
+    plan: dict[str, str] = {}
+    for i in range(200):
+        marker = rng.choices(list(KINDS), weights=[80, 5, 6, 5, 4])[0]
+        plan[f"item-{i:04d}"] = marker
+    tracker = Tracker(tmp_path, server, max_prompts=20)
+    tracker.enqueue_items({item_id: f"question {item_id} {marker}".strip()
+                           for item_id, marker in plan.items()})
+    kills = 0
+    for _ in range(10):
+        seen = tracker.query("SELECT count(*) FROM transitions")[0][0]
+        target = seen + rng.randint(5, 60)
+        proc = tracker.start()
+        try:
+            _poll_until(lambda t=target, p=proc: tracker.query(
+                "SELECT count(*) FROM transitions")[0][0] >= t or p.poll() is not None,
+                timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
+    assert _wait(tracker.start(), timeout=300) == 0, tracker.log.read_text()[-4000:]
+
+    stored = {row[0]: row[1:] for row in tracker.query(
+        "SELECT id, status, attempts, error_code, error_status FROM items")}
+    for item_id, marker in plan.items():
+        status, attempts, error_code, error_status = stored[item_id]
+        want_status, want_attempts = KINDS[marker]
+        assert status == want_status, (item_id, marker, stored[item_id])
+        if want_attempts is not None:
+            assert attempts == want_attempts, (item_id, marker, stored[item_id])
+        if marker == "[slow]":
+            assert error_code == "batch_expired"
+        if marker == "[fail:400]":
+            assert error_status == 400
+    # exactly one terminal outcome per item
+    outcomes = tracker.query("SELECT entity_id, count(*) FROM transitions WHERE entity = 'item' "
+                             "AND to_status IN ('succeeded', 'failed') GROUP BY entity_id")
+    assert len(outcomes) == len(plan) and {c for _, c in outcomes} == {1}
+    # no item ran successfully in two provider batches whose results were both kept
+    kept = {row[0] for row in tracker.query(
+        "SELECT provider_batch_id FROM batches WHERE duplicate_of IS NULL AND "
+        "provider_batch_id IS NOT NULL")}
+    successes = Counter(custom_id for batch_id, custom_id, outcome in server.executions
+                        if outcome == "success" and batch_id in kept)
+    assert max(successes.values()) == 1
+    # no duplicate batch left running at the provider
+    for batch_id in server.batches:
+        assert server.get_batch(batch_id)["status"] in ("completed", "failed", "expired",
+                                                        "cancelled")
+    duplicates = tracker.query("SELECT count(*) FROM batches WHERE duplicate_of IS NOT NULL")
+    figures = {
+        "items": len(plan),
+        "markers": dict(Counter(m or "plain" for m in plan.values())),
+        "faults": dict(server.fault_counts),
+        "kills": kills,
+        "provider_batches": len(server.batches),
+        "duplicates_cancelled": duplicates[0][0],
+        "outcomes": dict(Counter(s[0] for s in stored.values())),
+    }
+    print(f"chaos figures: {figures}")
+    assert kills >= 5
+    assert server.fault_counts["drop_after"] and server.fault_counts["truncate"]
