@@ -52,11 +52,14 @@ def _create_private_file(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
     except FileExistsError:
-        return
+        if path.exists():
+            return  # another process created it first
+        raise DatabaseError(f"cannot create database {path}: a parent is not a directory"
+                            ) from None
     except OSError as exc:
         raise DatabaseError(f"cannot create database {path}: {exc.strerror}") from None
+    os.close(fd)
 
 
 def make_engine(url: str = DEFAULT_DB_URL) -> Engine:

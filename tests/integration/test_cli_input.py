@@ -1,0 +1,209 @@
+"""The CLI contract and bad input: one clear line, exit 2, nothing half-written."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tracker import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _line(item_id: str = "a", content: str = "hi", **extra: object) -> str:
+    return json.dumps({"id": item_id, "input_payload": {
+        "messages": [{"role": "user", "content": content}]}, **extra})
+
+
+def run(tmp_path: Path, *args: str, stdin: bytes | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("OPENAI_API_KEY", "TRACKER_CONFIG", "TRACKER_DB",
+                                "OPENAI_BASE_URL")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", f"sqlite:///{tmp_path / 't.db'}", *args],
+        input=stdin.decode("utf-8", "surrogateescape") if stdin is not None else None,
+        capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
+
+
+def count_items(tmp_path: Path) -> int:
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_enqueue__idempotent(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text(_line("a") + "\n" + _line("b", model="gpt-4o-mini") + "\n")
+    first = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    assert first.stdout.strip() == "enqueued 2 items, skipped 0 already present"
+    again = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    assert again.stdout.strip() == "enqueued 0 items, skipped 2 already present"
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert dict(conn.execute("SELECT id, model FROM items")) == {
+            "a": "gpt-5-mini", "b": "gpt-4o-mini"}  # a line's own model wins
+        assert conn.execute("SELECT entity_id, from_status, to_status FROM transitions "
+                            "ORDER BY id").fetchall() == [("a", None, "queued"),
+                                                           ("b", None, "queued")]
+
+
+def test_enqueue__same_id_other_payload_inserts_nothing(tmp_path: Path) -> None:
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", stdin=(_line("a") + "\n").encode())
+    done = run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini",
+               stdin=(_line("new") + "\n" + _line("a", "changed") + "\n").encode())
+    assert_one_line_error(done, "<stdin>:2", "'a'", "different")
+    assert count_items(tmp_path) == 1
+
+
+BAD_LINES = [
+    (b"not json\n", ":1:", "not valid JSON"),
+    (b"[1, 2]\n", ":1:", "expected a JSON object"),
+    (b'{"input_payload": {"messages": [{"role": "user", "content": "x"}]}}\n', ":1:", "'id'"),
+    ((_line("") + "\n").encode(), ":1:", "'id'"),
+    ((_line("a") + "\n" + _line("a") + "\n").encode(), ":2:", "more than once"),
+    (b'{"id": "a"}\n', ":1:", "input_payload"),
+    (b'{"id": "a", "input_payload": {}}\n', ":1:", "messages"),
+    (b'{"id": "a", "input_payload": {"messages": "hi"}}\n', ":1:", "messages"),
+    (json.dumps({"id": "a", "input_payload": {"messages": [{"role": "user", "content": "x"}],
+                                              "stream": True}}).encode() + b"\n", ":1:",
+     "stream"),
+    ((_line("a", model="gpt-nope") + "\n").encode(), ":1:", "'gpt-nope' is not configured"),
+    (b'{"id": "a", "input_payload": {"messages": ["\xff\xfe"]}}\n', ":1:", "UTF-8"),
+    ((_line("a", "x" * (1024 * 1024 + 10)) + "\n").encode(), ":1:", "longer than 1 MB"),
+    (b"", "", "no items"),
+    (b"\n\n  \n", "", "no items"),
+]
+
+
+@pytest.mark.parametrize("content,where,reason", BAD_LINES)
+def test_enqueue__bad_line_exits_2_and_inserts_nothing(tmp_path: Path, content: bytes,
+                                                       where: str, reason: str) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_bytes((_line("good") + "\n").encode() + content if where else content)
+    fix = ":2:" if where == ":1:" else where.replace(":2:", ":3:")
+    done = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    assert_one_line_error(done, f"{data}{fix}" if where else str(data), reason)
+    assert count_items(tmp_path) == 0
+
+
+def test_enqueue__disabled_provider(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("batch:\n  providers:\n    openai:\n      enabled: false\n      models:\n"
+                      "        - name: gpt-5-mini\n")
+    done = run(tmp_path, "--config", str(config), "enqueue", "-", "--model", "gpt-5-mini",
+               stdin=(_line() + "\n").encode())
+    assert_one_line_error(done, "not enabled")
+
+
+def test_enqueue__no_model(tmp_path: Path) -> None:
+    done = run(tmp_path, "enqueue", "-", stdin=(_line() + "\n").encode())
+    assert_one_line_error(done, "<stdin>:1", "--model")
+
+
+@pytest.mark.parametrize("target,reason", [("missing.jsonl", "no such file"),
+                                           (".", "is a directory")])
+def test_enqueue__unreadable_file(tmp_path: Path, target: str, reason: str) -> None:
+    assert_one_line_error(run(tmp_path, "enqueue", target), reason)
+
+
+def test_enqueue__million_lines_one_bad_near_the_end(tmp_path: Path) -> None:
+    n, bad = 1_000_000, 999_990
+    data = tmp_path / "big.jsonl"
+    template = '{"id": "i%d", "input_payload": {"messages": [{"role": "user", "content": "q"}]}}\n'
+    with data.open("w") as out:
+        out.writelines(template % i if i != bad else "{oops\n" for i in range(1, n + 1))
+    done = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    assert_one_line_error(done, f"{data}:{bad}:", "not valid JSON")
+    assert count_items(tmp_path) == 0
+
+
+@pytest.mark.parametrize(
+    "config_text,fragment",
+    [
+        ("batch: {providers: {openai: {models: [}}\n", "YAML syntax error"),
+        ("batch:\n  providers:\n    acme: {}\n",
+         "c.yaml:3: batch.providers.acme: unknown provider"),
+        ("batch:\n  providers:\n    openai:\n      colour: blue\n", "c.yaml:4: "
+                                                                     "batch.providers.openai.colour"),
+        ("batch:\n  providers:\n    openai:\n      models:\n        - name: m\n"
+         "          max_prompts_per_batch: 0\n", "c.yaml:6: "),
+    ],
+)
+def test_config__errors_via_cli(tmp_path: Path, config_text: str, fragment: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(config_text)
+    done = run(tmp_path, "--config", str(config), "enqueue", "-", stdin=b"")
+    assert_one_line_error(done, fragment)
+
+
+def test_database__errors_via_cli(tmp_path: Path) -> None:
+    (tmp_path / "text.db").write_text("not a database " * 200)
+    assert_one_line_error(subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", f"sqlite:///{tmp_path}/text.db", "status"],
+        capture_output=True, text=True), "not a tracker database")
+    with sqlite3.connect(tmp_path / "other.db") as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    assert_one_line_error(subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", f"sqlite:///{tmp_path}/other.db", "status"],
+        capture_output=True, text=True), "not a tracker database")
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", f"sqlite:///{tmp_path}/file/t.db", "status"],
+        capture_output=True, text=True), "cannot create database")
+    run(tmp_path, "init")
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        conn.execute("INSERT INTO schema_version VALUES (999, '999_future', 0)")
+    assert_one_line_error(run(tmp_path, "status"), "newer")
+
+
+def test_status__json_and_results_formats(tmp_path: Path) -> None:
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini",
+        stdin=(_line("a") + "\n" + _line("b") + "\n").encode())
+    report = json.loads(run(tmp_path, "status", "--json").stdout)
+    assert report["items"] == {"queued": 2, "in_batch": 0, "succeeded": 0, "failed": 0,
+                               "cancelled": 0}
+    assert set(report["batches"]) == {"pending", "submitted", "in_progress", "completed",
+                                      "failed", "cancelled", "ingested"}
+    rows = list(csv.DictReader(io.StringIO(run(tmp_path, "results", "--format", "csv").stdout)))
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert {"id", "status", "output_text", "error_message", "attempts", "provider_batch_id",
+            "model"} <= set(rows[0])
+    assert run(tmp_path, "results", "--status", "succeeded").stdout == ""
+    run(tmp_path, "results", "-o", "out.jsonl")
+    assert [json.loads(x)["id"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == [
+        "a", "b"]
+
+
+def test_run__missing_key_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(run(tmp_path, "run", "--until-idle"), "OPENAI_API_KEY")
+
+
+def test_cancel_and_retry__bad_arguments(tmp_path: Path) -> None:
+    env = {"OPENAI_API_KEY": "sk-test-123456789"}
+    assert_one_line_error(run(tmp_path, "cancel", env=env), "--all")
+    assert_one_line_error(run(tmp_path, "cancel", "batch_nope", env=env), "no batch")
+    assert run(tmp_path, "retry").stdout.strip() == "re-queued 0 items"
+
+
+def test_commands__documented_with_examples() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, command in cli.cli.commands.items():
+        assert command.help and "Example:" in command.help, name
+        assert f"tracker {name}" in readme, name
