@@ -59,26 +59,25 @@ def pack(ctx: Context) -> int:
 
 
 def _room(conn: Connection, provider: str, model: str, now: float,
-          token_cap: int | None) -> tuple[bool, int | None]:
-    """Whether another batch may be made now, and how many more tokens it may carry."""
+          token_cap: int | None) -> tuple[bool, int | None, bool]:
+    """Whether another batch may be made now, how many more tokens it may carry, and whether
+    nothing is in flight (then one batch may go even if its first item alone is over the cap,
+    or that item could never be sent)."""
     made_last_hour = conn.execute(
         text("SELECT count(*) FROM batches WHERE provider = :p AND created_at > :since "
              "AND duplicate_of IS NULL"),
         {"p": provider, "since": now - 3600},
     ).scalar_one()
     if made_last_hour >= BATCHES_PER_HOUR:
-        return False, None
+        return False, None, False
     if token_cap is None:
-        return True, None
+        return True, None, False
     in_flight = conn.execute(
         text("SELECT COALESCE(sum(est_tokens), 0) FROM batches WHERE provider = :p AND "
              "model = :m AND status IN ('pending', 'submitted', 'in_progress')"),
         {"p": provider, "m": model},
     ).scalar_one()
-    if in_flight and in_flight >= token_cap:
-        return False, None
-    # With nothing in flight, one batch may go even if its first item alone is over the cap.
-    return True, (token_cap - in_flight) if in_flight else max(token_cap, 1)
+    return in_flight < token_cap, token_cap - in_flight, in_flight == 0
 
 
 def _pack_one(ctx: Context, provider: str, model: str, limit: int,
@@ -86,7 +85,7 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
     now = ctx.now()
     limit = min(limit, MAX_LINES_PER_BATCH)
     with write(ctx.engine) as conn:
-        allowed, token_room = _room(conn, provider, model, now, token_cap)
+        allowed, token_room, alone = _room(conn, provider, model, now, token_cap)
         if not allowed:
             return False
         rows = conn.execute(
@@ -105,11 +104,14 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
             line = row.size + len(row.id) + len(model) + LINE_OVERHEAD
             if ids and size + line > MAX_BYTES_PER_BATCH:
                 break
-            if ids and token_room is not None and tokens + row.est_tokens > token_room:
+            if (token_room is not None and tokens + row.est_tokens > token_room
+                    and (ids or not alone)):
                 break
             ids.append(row.id)
             size += line
             tokens += row.est_tokens
+        if not ids:
+            return False
         batch_id = new_batch_id()
         conn.execute(
             text(

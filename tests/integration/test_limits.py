@@ -1,0 +1,115 @@
+"""Provider limits: enqueued-token cap, token_limit_exceeded, batches per hour, lost files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.integration.daemon_harness import (
+    batches,
+    drive,
+    enqueue,
+    history,
+    items,
+    items_by_status,
+    make_config,
+    make_context,
+)
+from tracker.daemon import run_steps_once
+from tracker.db import write
+from tracker.steps import BATCHES_PER_HOUR, pack
+from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
+
+
+@pytest.fixture
+def clock() -> ManualClock:  # type: ignore[override]
+    return ManualClock()
+
+
+@pytest.fixture
+def server(clock: ManualClock) -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=2.0) as fake:
+        yield fake
+
+
+def test_token_cap__limits_tokens_in_flight(engine: Engine, server: FakeOpenAI,
+                                            clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path,
+                       make_config(max_prompts=10, max_enqueued_tokens=60))
+    enqueue(ctx, {f"q{i}": "a question of some length " * 2 for i in range(8)})
+    per_item = items(ctx)["q0"].est_tokens
+    pack(ctx)
+    pack(ctx)  # nothing more while the first batch holds the tokens
+    made = batches(ctx)
+    assert len(made) == 1 and made[0].est_tokens <= 60
+    assert made[0].item_count == 60 // per_item
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 8}
+    assert all(b.est_tokens <= 60 for b in batches(ctx))
+
+
+def test_token_limit_exceeded__requeued_after_backoff(engine: Engine, clock: ManualClock,
+                                                      tmp_path: Path) -> None:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=30.0,
+                    enqueued_token_limit=40) as server:
+        ctx = make_context(engine, server, clock, tmp_path, make_config(max_prompts=2))
+        enqueue(ctx, {f"q{i}": f"question number {i} with words" for i in range(4)})
+        drive(ctx, clock, step=2.0)
+        assert items_by_status(ctx) == {"succeeded": 4}
+        refused = [b for b in batches(ctx) if b.provider_status == "failed"]
+        assert refused and "token_limit_exceeded" in refused[0].batch_errors
+        requeued = [h for i in items(ctx) for h in history(ctx, i) if "Enqueued token" in
+                    (h[2] or "")]
+        assert requeued
+        assert {i.attempts for i in items(ctx).values()} == {1}  # refusals used no attempt
+
+
+def test_batches_per_hour__packing_stops_at_the_limit(engine: Engine, server: FakeOpenAI,
+                                                      clock: ManualClock,
+                                                      tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path)
+    enqueue(ctx, {"q": "question"})
+    with write(engine) as conn:
+        conn.execute(text(
+            "WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n "
+            "WHERE value < :n) INSERT INTO batches (id, provider, model, endpoint, status, "
+            "item_count, created_at, updated_at) SELECT 'old' || value, 'openai', "
+            "'gpt-5-mini', 'x', 'pending', 0, :t, :t FROM n"),
+            {"t": clock() - 10, "n": BATCHES_PER_HOUR})
+    assert pack(ctx) == 0
+    clock.advance(3600)
+    assert pack(ctx) == 1
+
+
+def test_output_file_gone__items_requeued(engine: Engine, server: FakeOpenAI,
+                                          clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path)
+    enqueue(ctx, {"q": "question"})
+    server.add_fault(Fault(method="GET", path="/v1/files/*/content", status=404,
+                           message="No such File object: file-gone", times=1))
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 1}
+    assert items(ctx)["q"].attempts == 2
+    assert any("results lost" in (h[2] or "") for h in history(ctx, batches(ctx)[0].id))
+
+
+def test_unknown_provider_status__polled_again(engine: Engine, server: FakeOpenAI,
+                                               clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path)
+    enqueue(ctx, {"q": "question"})
+    run_steps_once(ctx)
+    record = next(iter(server.batches.values()))
+    clock.advance(1.5)
+    record.status = "weird_new_status"  # the provider invents a status
+    real_refresh = server.state.refresh
+    server.state.refresh = lambda b: None  # type: ignore[method-assign]
+    run_steps_once(ctx)
+    assert batches(ctx)[0].provider_status == "weird_new_status"
+    assert batches(ctx)[0].status == "in_progress"
+    server.state.refresh = real_refresh  # type: ignore[method-assign]
+    record.status = "in_progress"
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 1}
