@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_crash import Tracker, _poll_until, _wait
-from tracker.testing.fake_openai import FakeOpenAI
+from tracker.testing.fake_openai import FakeOpenAI, Fault
 
 KINDS = {  # marker in the prompt -> (expected status, expected attempts or None)
     "": ("succeeded", None),
@@ -29,6 +29,16 @@ def server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.3, finalizing_seconds=0.1,
                     completion_window_seconds=2.0, seed=7) as fake:
         fake.set_random_faults(0.15, seed=11)
+        # ...and each kind at least twice for certain, on top of the random ones
+        for fault in (
+            Fault(method="POST", path="/v1/batches", kind="drop_after", times=2, skip=1),
+            Fault(method="GET", path="/v1/files/*/content", kind="truncate", times=2),
+            Fault(method="POST", path="/v1/files", kind="drop_before", times=2, skip=2),
+            Fault(method="GET", path="/v1/batches/*", status=429,
+                  headers={"retry-after": "0.2"}, times=2, skip=3),
+            Fault(method="GET", path="/v1/batches", status=503, times=2),
+        ):
+            fake.add_fault(fault)
         yield fake
 
 
@@ -96,4 +106,5 @@ def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: 
     }
     print(f"chaos figures: {figures}")
     assert kills >= 5
-    assert server.fault_counts["drop_after"] and server.fault_counts["truncate"]
+    assert all(server.fault_counts[kind] >= 2 for kind in
+               ("drop_after", "truncate", "drop_before", "http_error"))
