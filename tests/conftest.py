@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tracker.db import make_engine, migrate
+from tracker.testing.fake_openai import FakeOpenAI, ManualClock
 
 
 @pytest.fixture(scope="session")
@@ -35,19 +36,15 @@ def engine(db_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-class Clock:
-    """A clock tests move by hand."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.value = start
-
-    def __call__(self) -> float:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += seconds
+@pytest.fixture
+def clock() -> ManualClock:
+    """One manual clock, shared by the tracker and the fake server: nothing sleeps."""
+    return ManualClock()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def server(clock: ManualClock) -> Iterator[FakeOpenAI]:
+    """The fake Batch API on loopback, on the manual clock."""
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=2.0,
+                    finalizing_seconds=1.0, cancelling_seconds=1.0) as fake:
+        yield fake

@@ -5,14 +5,13 @@ creates), truncates downloads and expires batches, with per-line failures in the
 from __future__ import annotations
 
 import random
-import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_crash import Tracker, _poll_until, _wait
+from tests.integration.test_crash import Tracker, _wait, run_with_kills
 from tracker.testing.fake_openai import FakeOpenAI, Fault
 
 KINDS = {  # marker in the prompt -> (expected status, expected attempts or None)
@@ -51,20 +50,7 @@ def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: 
     tracker = Tracker(tmp_path, server, max_prompts=20)
     tracker.enqueue_items({item_id: f"question {item_id} {marker}".strip()
                            for item_id, marker in plan.items()})
-    kills = 0
-    for _ in range(10):
-        seen = tracker.query("SELECT count(*) FROM transitions")[0][0]
-        target = seen + rng.randint(5, 60)
-        proc = tracker.start()
-        try:
-            _poll_until(lambda t=target, p=proc: tracker.query(
-                "SELECT count(*) FROM transitions")[0][0] >= t or p.poll() is not None,
-                timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait()
+    kills = run_with_kills(tracker, rng, 10, step=(5, 60))
     assert _wait(tracker.start(), timeout=300) == 0, tracker.log.read_text()[-4000:]
 
     stored = {row[0]: row[1:] for row in tracker.query(

@@ -130,6 +130,26 @@ def check_invariants(tracker: Tracker, server: FakeOpenAI, n: int) -> dict[str, 
     return statuses
 
 
+def run_with_kills(tracker: Tracker, rng: random.Random, kills: int,
+                   step: tuple[int, int]) -> int:
+    """Start the daemon `kills` times and SIGKILL it once the audit trail has grown by a random
+    number of rows in `step` (unless it finished first). Returns the kills that landed."""
+    landed = 0
+    for _ in range(kills):
+        target = tracker.query("SELECT count(*) FROM transitions")[0][0] + rng.randint(*step)
+        proc = tracker.start()
+        try:
+            _poll_until(lambda t=target, p=proc: tracker.query(
+                "SELECT count(*) FROM transitions")[0][0] >= t or p.poll() is not None,
+                timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                landed += 1
+            proc.wait()
+    return landed
+
+
 CRASH_POINTS = ["after_pack", "after_upload", "after_create", "mid_ingest", "after_ingest"]
 
 
@@ -158,20 +178,7 @@ def test_random_kills__nothing_lost_nothing_twice(server: FakeOpenAI, tmp_path: 
     rng = random.Random(20261124)
     tracker = Tracker(tmp_path, server, max_prompts=25)
     tracker.enqueue(n)
-    survived = 0
-    for _ in range(kills):
-        seen = tracker.query("SELECT count(*) FROM transitions")[0][0]
-        target = seen + rng.randint(5, 120)
-        proc = tracker.start()
-        try:
-            _poll_until(lambda t=target, p=proc: tracker.query(
-                "SELECT count(*) FROM transitions")[0][0] >= t or p.poll() is not None,
-                timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                survived += 1
-            proc.wait()
+    survived = run_with_kills(tracker, rng, kills, step=(5, 120))
     proc = tracker.start()
     assert _wait(proc, timeout=120) == 0, tracker.log.read_text()[-3000:]
     check_invariants(tracker, server, n)

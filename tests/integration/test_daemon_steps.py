@@ -3,7 +3,6 @@ SQLite file, and one manual clock shared by the tracker and the server (nothing 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,6 @@ from tracker.context import Context
 from tracker.daemon import run_steps_once
 from tracker.queries import request_cancel, retry_items, status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
-
-
-@pytest.fixture
-def clock() -> ManualClock:  # type: ignore[override]
-    return ManualClock()
-
-
-@pytest.fixture
-def server(clock: ManualClock) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=2.0,
-                    finalizing_seconds=1.0, cancelling_seconds=1.0) as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, text
 
 from tests.integration.daemon_harness import (
@@ -22,17 +20,6 @@ from tracker.daemon import run_steps_once
 from tracker.db import write
 from tracker.steps import BATCHES_PER_HOUR, pack
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
-
-
-@pytest.fixture
-def clock() -> ManualClock:  # type: ignore[override]
-    return ManualClock()
-
-
-@pytest.fixture
-def server(clock: ManualClock) -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=2.0) as fake:
-        yield fake
 
 
 def test_token_cap__limits_tokens_in_flight(engine: Engine, server: FakeOpenAI,

@@ -16,11 +16,6 @@ from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 
 @pytest.fixture
-def clock() -> ManualClock:  # type: ignore[override]
-    return ManualClock()
-
-
-@pytest.fixture
 def server(clock: ManualClock) -> Iterator[FakeOpenAI]:
     with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=3.0,
                     finalizing_seconds=1.0, cancelling_seconds=1.0,
