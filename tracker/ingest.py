@@ -25,7 +25,7 @@ from tracker.providers.base import (
 )
 from tracker.providers.openai_results import missing_result_row
 from tracker.retry import Decision, Outcome, backoff_delay, classify
-from tracker.steps import batch_item_ids, record_failure
+from tracker.steps import batch_item_ids, record_failure, sweep_duplicates
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
@@ -68,6 +68,8 @@ def ingest_batch(ctx: Context, batch: Any) -> None:
     if batch.provider_status == "failed" and not (batch.output_file_id or batch.error_file_id):
         _ingest_validation_failure(ctx, batch)
         return
+    if batch.create_attempts > 1:
+        sweep_duplicates(ctx, batch)
     ids = batch_item_ids(ctx, batch.id)
     provider = ctx.provider(batch.provider)
     with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=ids) as results:

@@ -29,6 +29,7 @@ class Batch(SQLModel, table=True):
     request_completed: int = 0
     request_failed: int = 0
     create_attempted_at: float | None = None
+    create_attempts: int = 0
     cancel_requested: int = 0
     duplicate_of: str | None = Field(default=None, foreign_key="batches.id")
     next_action_at: float | None = None

@@ -197,8 +197,8 @@ def _submit_one(ctx: Context, batch: Any) -> None:
         crash_point("after_upload")
     with write(ctx.engine) as conn:
         conn.execute(
-            text("UPDATE batches SET create_attempted_at = :now, updated_at = :now "
-                 "WHERE id = :id AND status = 'pending'"),
+            text("UPDATE batches SET create_attempted_at = :now, updated_at = :now, "
+                 "create_attempts = create_attempts + 1 WHERE id = :id AND status = 'pending'"),
             {"now": ctx.now(), "id": batch.id},
         )
     status = provider.create_batch(input_file_id, batch.endpoint, {METADATA_KEY: batch.id})
@@ -261,7 +261,30 @@ def adopt(ctx: Context, batch: Any, found: list[BatchStatus]) -> None:
                                                                  "cancelling", "expired"),
                                           s.created_at or 0, s.provider_batch_id))
     keep, extras = ranked[0], ranked[1:]
+    record_duplicates(ctx, batch, keep.provider_batch_id, extras)
+    reason = f"adopted {keep.provider_batch_id} by reconcile (create answer was lost)"
+    if extras:
+        reason += f"; {len(extras)} duplicate(s) cancelled"
+    _record_created(ctx, batch.id, keep, reason=reason)
+    log.warning("batch %s: %s", batch.id, reason)
+
+
+def sweep_duplicates(ctx: Context, batch: Any) -> None:
+    """After more than one create attempt, look once more for provider batches carrying this
+    local id (one may have appeared after reconcile looked) and cancel all but the kept one."""
+    found = ctx.provider(batch.provider).find_batches_by_metadata(
+        METADATA_KEY, batch.id, created_after=int(batch.created_at) - RECONCILE_SLACK)
+    extras = [s for s in found if s.provider_batch_id != batch.provider_batch_id]
+    if record_duplicates(ctx, batch, batch.provider_batch_id, extras):
+        log.warning("batch %s: found %d duplicate provider batch(es); cancelling them",
+                    batch.id, len(extras))
+
+
+def record_duplicates(ctx: Context, batch: Any, kept: str, extras: list[BatchStatus]) -> int:
+    """Insert a `duplicate_of` row for each unknown extra provider batch, with a cancel
+    requested: the poll step cancels it and ingest discards its results. Returns how many."""
     now = ctx.now()
+    added = 0
     with write(ctx.engine) as conn:
         known = set(conn.execute(
             text("SELECT provider_batch_id FROM batches WHERE provider_batch_id IS NOT NULL "
@@ -280,13 +303,10 @@ def adopt(ctx: Context, batch: Any, found: list[BatchStatus]) -> None:
                  "e": batch.endpoint, "status": _open_status(extra), "pbid":
                  extra.provider_batch_id, "ps": extra.provider_status, "dup": batch.id,
                  "now": now, "reason": f"duplicate provider batch for {batch.id} "
-                 f"(kept {keep.provider_batch_id}); cancelling it, its results are discarded"},
+                 f"(kept {kept}); cancelling it, its results are discarded"},
             )
-    reason = f"adopted {keep.provider_batch_id} by reconcile (create answer was lost)"
-    if extras:
-        reason += f"; {len(extras)} duplicate(s) cancelled"
-    _record_created(ctx, batch.id, keep, reason=reason)
-    log.warning("batch %s: %s", batch.id, reason)
+            added += 1
+    return added
 
 
 def _open_status(status: BatchStatus) -> str:
@@ -394,14 +414,16 @@ def _store_status(conn: Connection, batch_id: str, status: BatchStatus, now: flo
             "request_completed = :c, request_failed = :f, "
             "input_file_id = COALESCE(input_file_id, :inp), "
             "output_file_id = :out, error_file_id = :err, batch_errors = :errors, "
-            "failures = 0, last_error = NULL, next_action_at = :next, updated_at = :now "
+            "failures = 0, last_error = :warning, next_action_at = :next, updated_at = :now "
             "WHERE id = :id"
         ),
         {"ps": status.provider_status, "t": status.request_counts.total,
          "c": status.request_counts.completed, "f": status.request_counts.failed,
          "inp": status.input_file_id, "out": status.output_file_id,
          "err": status.error_file_id, "errors": json.dumps(errors) if errors else None,
-         "next": now + poll_interval, "now": now, "id": batch_id},
+         "next": now + poll_interval, "now": now, "id": batch_id,
+         "warning": None if status.known_status else
+         f"unknown provider status {status.provider_status!r}; treated as in_progress"},
     )
 
 

@@ -34,6 +34,7 @@ CREATE TABLE batches (
     request_completed   INTEGER NOT NULL DEFAULT 0,
     request_failed      INTEGER NOT NULL DEFAULT 0,
     create_attempted_at REAL,                      -- set before the create call: reconcile first
+    create_attempts     INTEGER NOT NULL DEFAULT 0,  -- >1: sweep for duplicates before ingest
     cancel_requested    INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
     duplicate_of        TEXT REFERENCES batches (id),  -- a second provider batch for one row
     next_action_at      REAL,                      -- next submit, poll or download attempt

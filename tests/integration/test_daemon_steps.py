@@ -233,3 +233,25 @@ def test_steps__max_prompts_per_batch(engine: Engine, server: FakeOpenAI, clock:
     for batch_id in server.batches:
         assert len(server.batch_custom_ids(batch_id)) <= 5
     assert all(b.model == MODEL for b in batches(ctx))
+
+
+def test_steps__ghost_that_reconcile_missed_is_swept(ctx: Context, server: FakeOpenAI,
+                                                     clock: ManualClock) -> None:
+    server.add_fault(Fault(method="POST", path="/v1/batches", kind="drop_after", times=1))
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+    run_steps_once(ctx)  # the create's answer is lost; the ghost exists
+    ghost = next(iter(server.batches))
+    real_list = server.state.list_batches
+    server.state.list_batches = lambda: []  # type: ignore[method-assign]
+    clock.advance(1)
+    run_steps_once(ctx)  # reconcile sees nothing (the list lags), so it creates again
+    server.state.list_batches = real_list  # type: ignore[method-assign]
+    local = batches(ctx)[0]
+    assert local.create_attempts == 2 and local.provider_batch_id != ghost
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 3}
+    duplicate = [b for b in batches(ctx) if b.duplicate_of == local.id]
+    assert [b.provider_batch_id for b in duplicate] == [ghost]
+    assert duplicate[0].status == "ingested"
+    assert server.get_batch(ghost)["status"] in ("cancelled", "completed")
+    assert all(i.batch_id == local.id for i in items(ctx).values())

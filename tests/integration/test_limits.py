@@ -18,6 +18,7 @@ from tests.integration.daemon_harness import (
 )
 from tracker.daemon import run_steps_once
 from tracker.db import write
+from tracker.queries import status_report
 from tracker.steps import BATCHES_PER_HOUR, pack
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
@@ -96,6 +97,8 @@ def test_unknown_provider_status__polled_again(engine: Engine, server: FakeOpenA
     run_steps_once(ctx)
     assert batches(ctx)[0].provider_status == "weird_new_status"
     assert batches(ctx)[0].status == "in_progress"
+    report = status_report(ctx.engine, clock())
+    assert "unknown provider status 'weird_new_status'" in report["batch_errors"][0]["last_error"]
     server.state.refresh = real_refresh  # type: ignore[method-assign]
     record.status = "in_progress"
     drive(ctx, clock)

@@ -117,6 +117,8 @@ class BatchStatus:
     metadata: Mapping[str, str] = field(default_factory=dict)
     created_at: int | None = None
     model: str | None = None
+    #: False when the provider's status is not in the mapping (treated as in_progress).
+    known_status: bool = True
 
     @property
     def is_terminal(self) -> bool:

@@ -92,6 +92,7 @@ def batch_status_from_openai(batch: Any) -> BatchStatus:
         metadata=dict(getattr(batch, "metadata", None) or {}),
         created_at=getattr(batch, "created_at", None),
         model=getattr(batch, "model", None),
+        known_status=str(batch.status) in STATUS_MAP,
     )
 
 
