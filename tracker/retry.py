@@ -79,3 +79,10 @@ def backoff_delay(
     if hint is not None:
         return min(max(hint, 0.0), cap)
     return min(cap, first * 2 ** max(failures - 1, 0))
+
+
+def poll_delay(poll_interval: float, batch_age: float) -> float:
+    """Seconds until the next status check: `poll_interval` for a young batch, growing with
+    its age up to ten times that (a batch that has run 100 minutes is unlikely to end in the
+    next 30 seconds, and a thousand open batches should not poll each every 30 s)."""
+    return poll_interval * min(max(1.0, batch_age / 600.0), 10.0)

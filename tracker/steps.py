@@ -25,7 +25,7 @@ from tracker.providers.base import (
     TransientProviderError,
 )
 from tracker.providers.openai import MAX_BYTES_PER_BATCH, MAX_LINES_PER_BATCH
-from tracker.retry import backoff_delay
+from tracker.retry import backoff_delay, poll_delay
 
 METADATA_KEY = "tracker_batch_id"
 #: Bytes a JSONL line adds around the payload (custom_id, method, url, model).
@@ -408,6 +408,8 @@ def record_status(ctx: Context, batch: Any, status: BatchStatus) -> None:
 def _store_status(conn: Connection, batch_id: str, status: BatchStatus, now: float,
                   poll_interval: float) -> None:
     errors = [e.__dict__ for e in status.errors]
+    created = conn.execute(text("SELECT created_at FROM batches WHERE id = :id"),
+                           {"id": batch_id}).scalar_one()
     conn.execute(
         text(
             "UPDATE batches SET provider_status = :ps, request_total = :t, "
@@ -421,7 +423,7 @@ def _store_status(conn: Connection, batch_id: str, status: BatchStatus, now: flo
          "c": status.request_counts.completed, "f": status.request_counts.failed,
          "inp": status.input_file_id, "out": status.output_file_id,
          "err": status.error_file_id, "errors": json.dumps(errors) if errors else None,
-         "next": now + poll_interval, "now": now, "id": batch_id,
+         "next": now + poll_delay(poll_interval, now - created), "now": now, "id": batch_id,
          "warning": None if status.known_status else
          f"unknown provider status {status.provider_status!r}; treated as in_progress"},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tracker.providers.base import ProviderResultRow
-from tracker.retry import Outcome, backoff_delay, classify
+from tracker.retry import Outcome, backoff_delay, classify, poll_delay
 
 
 def _row(status_code: int | None = None, code: str | None = None,
@@ -66,3 +66,17 @@ def test_classify__cancel_reason_says_who() -> None:
 )
 def test_backoff_delay__table(failures: int, hint: float | None, expected: float) -> None:
     assert backoff_delay(failures, hint) == expected
+
+
+@pytest.mark.parametrize(
+    "age,expected",
+    [
+        (0, 30.0),  # a new batch: the configured interval
+        (600, 30.0),  # ten minutes old: still the interval
+        (1800, 90.0),  # grows with age
+        (6000, 300.0),  # capped at ten times the interval
+        (86400, 300.0),
+    ],
+)
+def test_poll_delay__grows_with_age(age: float, expected: float) -> None:
+    assert poll_delay(30.0, age) == expected
