@@ -25,7 +25,7 @@ from tracker.providers.base import (
 )
 from tracker.providers.openai_results import missing_result_row
 from tracker.retry import Decision, Outcome, backoff_delay, classify
-from tracker.steps import batch_item_ids, record_failure, sweep_duplicates
+from tracker.steps import batch_item_ids, record_failure, refused, sweep_duplicates
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
@@ -48,8 +48,12 @@ def ingest(ctx: Context) -> int:
         except TransientProviderError as exc:
             record_failure(ctx, batch.id, exc)
         except PermanentProviderError as exc:
-            # The files are gone (404) or unreadable: nothing can be stored from them, so the
-            # items are treated as missing from both files (re-queued, or failed when out of
+            if exc.status_code != 404:
+                # A bad key or no quota: the results are still there; try again later.
+                refused(ctx, batch, exc)
+                continue
+            # The batch or its files are gone: nothing can be stored from them, so the items
+            # are treated as missing from both files (re-queued, or failed when out of
             # attempts) rather than left in limbo.
             log.error("batch %s: results cannot be downloaded: %s", batch.id, exc.message)
             _close(ctx, batch, _missing_rows(ctx, batch), f"results lost: {exc.message}")

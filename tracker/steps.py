@@ -442,6 +442,12 @@ def _poll_refused(ctx: Context, batch: Any, exc: PermanentProviderError) -> None
         log.error("batch %s (%s): vanished at the provider; its items will be re-queued",
                   batch.id, batch.provider_batch_id)
         return
+    refused(ctx, batch, exc)
+
+
+def refused(ctx: Context, batch: Any, exc: PermanentProviderError) -> None:
+    """A call about a running or ended batch was refused (bad key, no quota, bad request):
+    pause submissions if the provider's answer says so, and ask again after a while."""
     if exc.code in PAUSING_CODES or exc.status_code in PAUSING_STATUSES:
         ctx.pause_provider(batch.provider, exc.message, PROBE_INTERVAL)
     record_failure(ctx, batch.id, exc, delay=max(PROBE_INTERVAL, ctx.poll_interval))

@@ -103,3 +103,17 @@ def test_unknown_provider_status__polled_again(engine: Engine, server: FakeOpenA
     record.status = "in_progress"
     drive(ctx, clock)
     assert items_by_status(ctx) == {"succeeded": 1}
+
+
+def test_download_refused_401__results_kept_not_rerun(engine: Engine, server: FakeOpenAI,
+                                                      clock: ManualClock,
+                                                      tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path)
+    enqueue(ctx, {"q": "question"})
+    server.add_fault(Fault(method="GET", path="/v1/files/*/content", status=401,
+                           code="invalid_api_key", message="Incorrect API key provided.",
+                           times=1))
+    drive(ctx, clock, step=5.0)
+    assert items_by_status(ctx) == {"succeeded": 1}
+    assert items(ctx)["q"].attempts == 1  # the results were waited for, not paid for twice
+    assert len(server.batches) == 1
