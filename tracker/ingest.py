@@ -89,31 +89,44 @@ def _missing_rows(ctx: Context, batch: Any, message: str | None = None) -> list[
 
 
 def _ingest_validation_failure(ctx: Context, batch: Any) -> None:
-    """The whole batch failed validation: per-line errors fail exactly those items (permanent);
-    the other items go back to the queue without using an attempt."""
+    """The whole batch failed validation. Per-line errors fail exactly those items (permanent);
+    the other items go back to the queue without using an attempt, after a back-off when the
+    provider's token limit was the cause. A batch-wide error of another kind (e.g. the input
+    file vanished) uses an attempt, so a persistent one ends in `failed`, not in a loop."""
     errors = json.loads(batch.batch_errors or "[]")
-    ids = batch_item_ids(ctx, batch.id)
     by_line = {e["line"]: e for e in errors if isinstance(e.get("line"), int)}
     whole = [e for e in errors if e.get("line") is None]
+    other = [e for e in whole if e.get("code") != TOKEN_LIMIT_CODE]
     now = ctx.now()
-    decisions: dict[str, Decision] = {}
     not_before = now
-    if any(e.get("code") == TOKEN_LIMIT_CODE for e in whole):
+    if len(other) < len(whole):
         not_before = now + backoff_delay(1, None, first=max(ctx.poll_interval, 5.0) * 6)
-    for position, item_id in enumerate(ids, start=1):
-        error = by_line.get(position)
-        if error is not None:
-            decisions[item_id] = Decision(
-                Outcome.FAILED, f"failed validation: {error.get('message')}",
-                error_message=error.get("message"), error_code=error.get("code"))
-        else:
-            text_ = "; ".join(str(e.get("message")) for e in whole) or "another line was invalid"
-            decisions[item_id] = Decision(
-                Outcome.RETRY, f"batch failed validation ({text_}); re-queued, attempt not used",
-                error_message=text_, error_code=(whole[0].get("code") if whole else None))
+    whole_text = "; ".join(str(e.get("message")) for e in whole) or "another line was invalid"
+    whole_code = whole[0].get("code") if whole else None
+    max_attempts = ctx.max_attempts(batch.provider)
     with write(ctx.engine) as conn:
-        outcomes = ((i, d, None) for i, d in decisions.items())
-        counts = _apply(conn, batch, outcomes, now, refund=True, not_before=not_before)
+        attempts = conn.execute(
+            text("SELECT id, attempts FROM items WHERE batch_id = :b AND status = 'in_batch' "
+                 "ORDER BY id"), {"b": batch.id}).all()
+        refunded: list[tuple[str, Decision, None]] = []
+        charged: list[tuple[str, Decision, None]] = []
+        for position, (item_id, sent) in enumerate(attempts, start=1):
+            error = by_line.get(position)
+            if error is not None:
+                charged.append((item_id, Decision(
+                    Outcome.FAILED, f"failed validation: {error.get('message')}",
+                    error_message=error.get("message"), error_code=error.get("code")), None))
+            elif other:
+                outcome = Outcome.FAILED if sent >= max_attempts else Outcome.RETRY
+                charged.append((item_id, Decision(
+                    outcome, f"batch refused by the provider: {whole_text}",
+                    error_message=whole_text, error_code=whole_code), None))
+            else:
+                refunded.append((item_id, Decision(
+                    Outcome.RETRY, f"batch failed validation ({whole_text}); re-queued, "
+                    "attempt not used", error_message=whole_text, error_code=whole_code), None))
+        counts = _apply(conn, batch, charged, now, not_before=not_before)
+        counts += _apply(conn, batch, refunded, now, refund=True, not_before=not_before)
         _finish(conn, batch, counts, "batch failed validation", now)
     log.info("batch %s: failed validation; %s", batch.id, _summary(counts))
 

@@ -117,3 +117,15 @@ def test_download_refused_401__results_kept_not_rerun(engine: Engine, server: Fa
     assert items_by_status(ctx) == {"succeeded": 1}
     assert items(ctx)["q"].attempts == 1  # the results were waited for, not paid for twice
     assert len(server.batches) == 1
+
+
+def test_input_file_gone_before_validation__retried_with_an_attempt(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path)
+    enqueue(ctx, {"q": "question"})
+    run_steps_once(ctx)
+    server.files.pop(batches(ctx)[0].input_file_id)
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 1}
+    assert items(ctx)["q"].attempts == 2  # a batch-wide refusal uses an attempt
+    assert "Cannot find file" in history(ctx, "q")[2][2]
