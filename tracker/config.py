@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tracker.errors import ConfigError
 
-PACKAGED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "llm_config.yaml"
+PACKAGED_CONFIG = Path(__file__).resolve().parent / "config" / "llm_config.yaml"
 LOCAL_CONFIG = Path("llm_config.yaml")
 
 

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN_DIR = Path("demo-run")
-SAMPLES = ROOT / "config" / "sample_prompts.jsonl"
+SAMPLES = Path(__file__).resolve().parents[1] / "config" / "sample_prompts.jsonl"
 
 
 def _wait_for_file(path: Path, process: subprocess.Popen[bytes], deadline: float) -> str:
