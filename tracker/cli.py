@@ -265,7 +265,7 @@ def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool) ->
 @pass_settings
 @expected_errors
 def retry(settings: Settings, failed: bool, cancelled: bool) -> None:
-    """Re-queue failed (and/or cancelled) items; their attempts start over.
+    """Re-queue failed (and/or cancelled) items, each with a fresh set of attempts.
 
     Example:
 

@@ -106,8 +106,8 @@ def _ingest_validation_failure(ctx: Context, batch: Any) -> None:
     max_attempts = ctx.max_attempts(batch.provider)
     with write(ctx.engine) as conn:
         attempts = conn.execute(
-            text("SELECT id, attempts FROM items WHERE batch_id = :b AND status = 'in_batch' "
-                 "ORDER BY id"), {"b": batch.id}).all()
+            text("SELECT id, attempts - free_attempts FROM items WHERE batch_id = :b "
+                 "AND status = 'in_batch' ORDER BY id"), {"b": batch.id}).all()
         refunded: list[tuple[str, Decision, None]] = []
         charged: list[tuple[str, Decision, None]] = []
         for position, (item_id, sent) in enumerate(attempts, start=1):
@@ -138,8 +138,8 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
                                                                          "cancelling")
     with write(ctx.engine) as conn:
         attempts = dict(conn.execute(
-            text("SELECT id, attempts FROM items WHERE batch_id = :b AND status = 'in_batch'"),
-            {"b": batch.id}).all())
+            text("SELECT id, attempts - free_attempts FROM items "
+                 "WHERE batch_id = :b AND status = 'in_batch'"), {"b": batch.id}).all())
 
         def outcomes() -> Iterator[tuple[str, Decision, ProviderResultRow | None]]:
             for row in rows:
@@ -190,8 +190,7 @@ def _apply_one(conn: Connection, item_id: str, decision: Decision,
     if decision.outcome is Outcome.RETRY:
         fields["not_before"] = not_before if not_before is not None else now
         if refund:
-            exprs["attempts"] = ("max(attempts - 1, 0)" if conn.dialect.name == "sqlite"
-                                 else "greatest(attempts - 1, 0)")
+            exprs["free_attempts"] = "free_attempts + 1"
     else:
         fields["finished_at"] = now
     states.transition(conn, "item", item_id, "in_batch", decision.outcome.value,

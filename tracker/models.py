@@ -58,6 +58,7 @@ class Item(SQLModel, table=True):
     status: str
     status_reason: str | None = None
     attempts: int = 0
+    free_attempts: int = 0
     batch_id: str | None = Field(default=None, foreign_key="batches.id")
     not_before: float = 0.0
     output_text: str | None = None

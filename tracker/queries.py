@@ -98,7 +98,8 @@ def request_cancel(ctx: Context, provider_batch_id: str | None, all_open: bool) 
 
 
 def retry_items(engine: Engine, now: float, *, failed: bool, cancelled: bool) -> int:
-    """Send failed and/or cancelled items again (attempts start over)."""
+    """Send failed and/or cancelled items again, with a fresh set of attempts (`attempts`
+    keeps counting every send; the earlier ones become `free_attempts`)."""
     sources = [s for s, wanted in (("failed", failed), ("cancelled", cancelled)) if wanted]
     moved = 0
     with write(engine) as conn:
@@ -106,8 +107,9 @@ def retry_items(engine: Engine, now: float, *, failed: bool, cancelled: bool) ->
             ids = list(conn.execute(text("SELECT id FROM items WHERE status = :s"),
                                     {"s": source}).scalars())
             states.transition_many(conn, "item", ids, source, "queued",
-                                   f"tracker retry --{source}", now, attempts=0,
-                                   not_before=0.0, finished_at=None)
+                                   f"tracker retry --{source}", now,
+                                   {"free_attempts": "attempts"}, not_before=0.0,
+                                   finished_at=None)
             moved += len(ids)
     return moved
 

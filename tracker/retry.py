@@ -44,7 +44,7 @@ def classify(
 ) -> Decision:
     """Decide one item's outcome from its result line.
 
-    `attempts` counts the batches the item has been sent in, this one included.
+    `attempts` counts the sends that use up the item's attempts, this one included.
     """
     if row.is_success:
         return Decision(Outcome.SUCCEEDED, "result stored")

@@ -67,6 +67,9 @@ CREATE TABLE items (
                         'cancelled')),  -- its batch was cancelled (terminal)
     status_reason     TEXT,
     attempts          INTEGER NOT NULL DEFAULT 0,  -- provider batches it has been sent in
+    free_attempts     INTEGER NOT NULL DEFAULT 0,  -- of those, not counted against
+                                                   -- max_attempts (validation refunds,
+                                                   -- sends before a tracker retry)
     batch_id          TEXT REFERENCES batches (id),  -- the batch it is or was last in
     not_before        REAL NOT NULL DEFAULT 0,     -- back-off: not packed before this time
     output_text       TEXT,
