@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -93,9 +92,3 @@ class Context:
             ).rowcount
         if resumed:
             log.info("provider %s: submissions resumed", provider)
-
-    def fetch_batch(self, batch_id: str) -> Any:
-        with read(self.engine) as conn:
-            return conn.execute(
-                text("SELECT * FROM batches WHERE id = :id"), {"id": batch_id}
-            ).one_or_none()

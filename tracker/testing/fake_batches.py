@@ -13,7 +13,6 @@ import json
 import random
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -439,7 +438,3 @@ class FakeBatchState:
             "cancelled_at": ts("cancelled_at"), "request_counts": dict(b.counts),
             "usage": b.usage, "metadata": b.metadata,
         }
-
-
-def now_default() -> float:
-    return time.time()
