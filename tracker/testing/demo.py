@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -41,6 +42,17 @@ def _tracker(env: dict[str, str], *args: str, capture: bool = False) -> str:
     return done.stdout or ""
 
 
+def _show_audit(db: Path) -> None:
+    """What an operator sees with plain SQL (README: "Auditing with SQL")."""
+    with sqlite3.connect(db) as conn:
+        print("\nSELECT from_status, to_status, reason FROM item_history "
+              "WHERE item_id = 'sample-007'")
+        for row in conn.execute("SELECT from_status, to_status, reason FROM item_history "
+                                "WHERE item_id = 'sample-007' ORDER BY seq"):
+            print(f"  {row[0] or '(new)':<9} -> {row[1]:<10} {row[2]}")
+    print(f"\nthe database is {db}; the README's 'Auditing with SQL' has more queries")
+
+
 def main() -> None:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir()
@@ -67,8 +79,7 @@ def main() -> None:
             text = record["output_text"] or f"ERROR {record['error_message']}"
             print(f"{record['id']:<12} {record['status']:<10} {record['attempts']:>5}  "
                   f"{text[:70]}")
-        print(f"\nthe database is {RUN_DIR}/tracker.db; try: sqlite3 {RUN_DIR}/tracker.db "
-              "'SELECT * FROM batch_summary'")
+        _show_audit(RUN_DIR / "tracker.db")
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
