@@ -68,11 +68,13 @@ def make_engine(url: str = DEFAULT_DB_URL) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise DatabaseError(f"not a database URL: {url!r}") from None
+    if parsed.get_backend_name() != "sqlite":
+        raise DatabaseError(
+            f"{parsed.get_backend_name()} databases are not supported yet; use a sqlite:/// URL"
+        )
     path = _sqlite_path(url)
     if path is not None:
         _create_private_file(path)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"timeout": 30.0, "isolation_level": None})
 
     @event.listens_for(engine, "connect")
@@ -112,14 +114,8 @@ def read(engine: Engine) -> Iterator[Connection]:
 
 def _current_version(conn: Connection) -> int | None:
     """The applied schema version; None for an empty database; error for a foreign one."""
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        tables = {r[0] for r in conn.exec_driver_sql(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
-    else:
-        tables = {r[0] for r in conn.exec_driver_sql(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = "
-            "current_schema()")}
+    tables = {r[0] for r in conn.exec_driver_sql(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
     if "schema_version" not in tables:
         if tables:
             raise DatabaseError(
@@ -153,9 +149,7 @@ def migrate(engine: Engine) -> int:
     newest = max(v for v, _, _ in available)
     location = _describe(engine)
     try:
-        with engine.begin() as conn:
-            if dialect != "sqlite":
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7415926535)")
+        with engine.begin() as conn:  # BEGIN IMMEDIATE: one migrator at a time
             current = _current_version(conn) or 0
             if current > newest:
                 raise DatabaseError(

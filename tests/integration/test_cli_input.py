@@ -171,6 +171,9 @@ def test_database__errors_via_cli(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "t.db") as conn:
         conn.execute("INSERT INTO schema_version VALUES (999, '999_future', 0)")
     assert_one_line_error(run(tmp_path, "status"), "newer")
+    assert_one_line_error(subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", "postgresql+psycopg://u@127.0.0.1/x",
+         "status"], capture_output=True, text=True), "not supported yet")
 
 
 def test_status__json_and_results_formats(tmp_path: Path) -> None:
