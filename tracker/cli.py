@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from tracker.context import Context
 from tracker.daemon import Daemon
 from tracker.db import DEFAULT_DB_URL, open_database
 from tracker.enqueue import enqueue_stream
-from tracker.errors import DatabaseError, TrackerError
+from tracker.errors import TrackerError
 from tracker.providers.base import PermanentProviderError, ProviderError
 from tracker.queries import (
     RESULT_FIELDS,
@@ -173,7 +174,7 @@ def run(settings: Settings, until_idle: bool, poll_interval: float) -> None:
     \b
         tracker run --poll-interval 30
     """
-    _setup_logging()
+    _setup_logging(_secrets(settings.config))
     ctx = settings.context(poll_interval)
     _check_credentials(ctx)
     sys.exit(Daemon(ctx, until_idle=until_idle).run())
@@ -278,17 +279,28 @@ def retry(settings: Settings, failed: bool, cancelled: bool) -> None:
     click.echo(f"re-queued {moved} items")
 
 
-class _RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact_secrets(record.getMessage())
-        record.args = ()
-        return True
+class _RedactingFormatter(logging.Formatter):
+    """Masks keys in the whole formatted record, tracebacks included."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_secrets(super().format(record), *self.secrets)
 
 
-def _setup_logging() -> None:
+def _secrets(config: TrackerConfig) -> list[str]:
+    """The key values in use: from the config, or the environment variables it names."""
+    found = []
+    for section in config.providers.values():
+        found.append(section.api_key or os.environ.get(section.api_key_env or "OPENAI_API_KEY"))
+    return [value for value in found if value]
+
+
+def _setup_logging(secrets: list[str]) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.addFilter(_RedactingFilter())
+    handler.setFormatter(_RedactingFormatter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -300,8 +312,4 @@ def _setup_logging() -> None:
 
 
 def main() -> None:
-    try:
-        cli.main(prog_name="tracker", standalone_mode=True)
-    except DatabaseError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+    cli.main(prog_name="tracker")
