@@ -322,9 +322,8 @@ def _finish_cancelled_pending(ctx: Context, batch: Any) -> None:
 
 
 def _submit_refused(ctx: Context, batch: Any, exc: PermanentProviderError) -> None:
-    if exc.code in PAUSING_CODES or exc.status_code in PAUSING_STATUSES:
-        ctx.pause_provider(batch.provider, exc.message, PROBE_INTERVAL)
-        record_failure(ctx, batch.id, exc, delay=PROBE_INTERVAL)
+    if _pausing(exc):
+        refused(ctx, batch, exc)  # the batch waits, pending, for the provider to come back
         return
     now = ctx.now()
     with write(ctx.engine) as conn:
@@ -448,6 +447,11 @@ def _poll_refused(ctx: Context, batch: Any, exc: PermanentProviderError) -> None
 def refused(ctx: Context, batch: Any, exc: PermanentProviderError) -> None:
     """A call about a running or ended batch was refused (bad key, no quota, bad request):
     pause submissions if the provider's answer says so, and ask again after a while."""
-    if exc.code in PAUSING_CODES or exc.status_code in PAUSING_STATUSES:
+    if _pausing(exc):
         ctx.pause_provider(batch.provider, exc.message, PROBE_INTERVAL)
     record_failure(ctx, batch.id, exc, delay=max(PROBE_INTERVAL, ctx.poll_interval))
+
+
+def _pausing(exc: PermanentProviderError) -> bool:
+    """A bad key or no quota: every call would fail alike until someone fixes the account."""
+    return exc.code in PAUSING_CODES or exc.status_code in PAUSING_STATUSES
