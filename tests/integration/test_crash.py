@@ -219,3 +219,22 @@ def test_second_daemon__is_refused(server: FakeOpenAI, tmp_path: Path) -> None:
     finally:
         first.send_signal(signal.SIGTERM)
         assert _wait(first) == 0
+
+
+def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path) -> None:
+    tracker = Tracker(tmp_path, server, max_prompts=10)
+    tracker.enqueue_items({"first": "question one"})
+    proc = subprocess.Popen([sys.executable, "-m", "tracker", "run", "--poll-interval", "0.1"],
+                            env=tracker.env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _poll_until(lambda: tracker.query(
+            "SELECT status FROM items WHERE id = 'first'") == [("succeeded",)])
+        tracker.enqueue_items({f"later-{i}": f"question {i}" for i in range(15)})
+        report = json.loads(tracker.cli("status", "--json"))
+        assert report["daemon"] is not None and report["daemon"]["pid"] == proc.pid
+        _poll_until(lambda: tracker.query(
+            "SELECT count(*) FROM items WHERE status = 'succeeded'") == [(16,)])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert _wait(proc) == 0
