@@ -179,7 +179,7 @@ def _apply_one(conn: Connection, item_id: str, decision: Decision,
     }
     exprs: dict[str, str] = {}
     if decision.outcome is Outcome.SUCCEEDED and row is not None:
-        usage = row.usage or {}
+        usage = (row.output_data or {}).get("usage") or {}
         fields.update(
             output_text=row.output_text,
             output_data=json.dumps(row.output_data) if row.output_data is not None else None,

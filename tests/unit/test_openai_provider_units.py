@@ -217,7 +217,7 @@ def test_parse_result_line__success() -> None:
     assert row.output_data == SUCCESS["response"]["body"]
     assert row.raw_metadata["id"] == "batch_req_123"
     assert row.raw_metadata["response"]["request_id"] == "req_123"
-    assert row.usage == {"prompt_tokens": 22, "completion_tokens": 2, "total_tokens": 24}
+    assert row.output_data["usage"]["total_tokens"] == 24
     assert row.error_message is None
 
 

@@ -148,7 +148,6 @@ class ProviderResultRow:
     is_success: bool = False
     status_code: int | None = None
     error_code: str | None = None
-    usage: dict[str, Any] | None = None
 
 
 class BaseBatchProvider(ABC):

@@ -57,7 +57,6 @@ def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
         body = response.get("body")
         if isinstance(status_code, int) and status_code < 400 and not error:
             body_map = body if isinstance(body, Mapping) else {}
-            usage = body_map.get("usage")
             return ProviderResultRow(
                 custom_id=custom_id,
                 output_text=_assistant_text(body_map),
@@ -65,7 +64,6 @@ def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
                 raw_metadata=raw_metadata,
                 is_success=True,
                 status_code=status_code,
-                usage=dict(usage) if isinstance(usage, Mapping) else None,
             )
         code_int = status_code if isinstance(status_code, int) else None
         message, code = _http_error_message(body, code_int or 0)
