@@ -256,7 +256,9 @@ def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool) ->
     """
     if bool(provider_batch_id) == all_open:
         raise BadInput("give a PROVIDER_BATCH_ID or --all (not both)")
-    ids = request_cancel(settings.context(), provider_batch_id, all_open)
+    ctx = settings.context()
+    _check_credentials(ctx)
+    ids = request_cancel(ctx, provider_batch_id, all_open)
     click.echo(f"cancel requested for {len(ids)} batch(es)")
 
 
