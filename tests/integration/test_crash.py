@@ -238,3 +238,25 @@ def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path) ->
     finally:
         proc.send_signal(signal.SIGINT)
         assert _wait(proc) == 0
+
+
+def test_cli_cancel__running_batch_ends_cancelled(tmp_path: Path) -> None:
+    with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=60.0) as slow:
+        tracker = Tracker(tmp_path, slow, max_prompts=10)
+        tracker.enqueue(4)
+        proc = tracker.start()
+        try:
+            _poll_until(lambda: tracker.query(
+                "SELECT count(*) FROM batches WHERE status = 'in_progress'") == [(1,)])
+            provider_batch_id = tracker.query("SELECT provider_batch_id FROM batches")[0][0]
+            assert "cancel requested for 1 batch" in tracker.cli("cancel", provider_batch_id)
+            assert _wait(proc) == 0  # --until-idle: everything ended
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert tracker.query("SELECT status, count(*) FROM items GROUP BY status") == [
+            ("cancelled", 4)]
+        assert slow.get_batch(provider_batch_id)["status"] == "cancelled"
+        reasons = tracker.query("SELECT DISTINCT reason FROM transitions WHERE entity = 'item' "
+                                "AND to_status = 'cancelled'")
+        assert reasons == [("batch was cancelled by tracker cancel",)]
