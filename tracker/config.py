@@ -142,6 +142,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with a 'batch' key at the top level")
+    if "source" in data:
+        raise ConfigError(f"{source}:{_yaml_line(root, ('source',))}: source: unknown key")
     try:
         config = TrackerConfig.model_validate({**data, "source": str(source)})
     except ValidationError as exc:

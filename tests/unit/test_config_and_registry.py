@@ -49,6 +49,7 @@ def test_load_config__packaged_default() -> None:
         (GOOD.replace("mode: chat", "mode: embedding"), 7, "models[0].mode"),
         ("providers: {}\n", 1, "batch: required key is missing"),
         ("- 1\n", None, "expected a mapping"),
+        (GOOD + "source: elsewhere\n", 10, "source: unknown key"),
     ],
 )
 def test_load_config__errors_name_file_line_and_key(tmp_path: Path, text: str,

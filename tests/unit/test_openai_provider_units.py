@@ -90,6 +90,8 @@ def test_prepare_payloads__seed_jsonl_shape(tmp_path: Path) -> None:
         ([{"id": "x", "input_payload": {"messages": "hi"}}], "messages"),
         ([{"id": "x", "input_payload": {"messages": [], "stream": True}}], "streaming"),
         ([], "at least one item"),
+        ([{"id": "x", "input_payload": {"messages": [], "temperature": float("nan")}}],
+         "not valid JSON"),  # NaN would fail the whole batch at the provider
     ],
 )
 def test_prepare_payloads__refused_before_upload(tmp_path: Path, items: list[Any],
@@ -188,6 +190,8 @@ def test_parse_retry_after__http_date() -> None:
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:30 GMT"},
                              now=1445412500.0) == pytest.approx(10.0)
     assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({"retry-after": "inf"}) == 86400.0
+    assert parse_retry_after({"retry-after-ms": "1e400"}) == 86400.0
     assert parse_retry_after(None) is None
 
 

@@ -346,7 +346,12 @@ class OpenAIBatchProvider(BaseBatchProvider):
                 f"item {custom_id!r}: streaming is not supported in the Batch API")
         body = {"model": model, **{k: v for k, v in payload.items() if k != "model"}}
         line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
-        encoded = json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+        try:
+            encoded = json.dumps(line, ensure_ascii=False, separators=(",", ":"),
+                                 allow_nan=False) + "\n"
+        except (TypeError, ValueError) as exc:
+            raise PermanentProviderError(
+                f"item {custom_id!r}: input_payload is not valid JSON ({exc})") from None
         return custom_id, encoded.encode("utf-8")
 
     def _download(self, file_id: str, path: Path) -> None:

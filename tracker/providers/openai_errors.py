@@ -18,6 +18,8 @@ from tracker.redact import redact_secrets
 
 #: A 429 that gives no hint waits this long (the seed's rule).
 RATE_LIMIT_DEFAULT_RETRY_AFTER = 60.0
+#: A hint longer than a day is treated as a day (`inf` and overflowing values included).
+MAX_RETRY_AFTER = 86400.0
 
 
 def parse_retry_after(
@@ -35,7 +37,7 @@ def parse_retry_after(
         except ValueError:
             continue
         if seconds == seconds and seconds >= 0:  # not NaN
-            return seconds
+            return min(seconds, MAX_RETRY_AFTER)
     value = headers.get("retry-after")
     if value:
         parsed = email.utils.parsedate_tz(value)
