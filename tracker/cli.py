@@ -164,9 +164,11 @@ def _check_credentials(ctx: Context) -> None:
 @click.option("--until-idle", is_flag=True, help="Exit once nothing is queued, running or open.")
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=30.0,
               show_default=True, help="Seconds between status checks of a running batch.")
+@click.option("--lease-ttl", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+              help="Seconds without a heartbeat after which another daemon may take over.")
 @pass_settings
 @expected_errors
-def run(settings: Settings, until_idle: bool, poll_interval: float) -> None:
+def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: float) -> None:
     """Run the daemon: pack, submit, poll, download, retry. SIGTERM/SIGINT stop it cleanly.
 
     Example:
@@ -177,7 +179,7 @@ def run(settings: Settings, until_idle: bool, poll_interval: float) -> None:
     _setup_logging(_secrets(settings.config))
     ctx = settings.context(poll_interval)
     _check_credentials(ctx)
-    sys.exit(Daemon(ctx, until_idle=until_idle).run())
+    sys.exit(Daemon(ctx, until_idle=until_idle, lease_ttl=lease_ttl).run())
 
 
 @cli.command()

@@ -33,6 +33,10 @@ class ModelConfig(_Strict):
     max_enqueued_tokens: int | None = Field(default=None, ge=1)
 
 
+#: Provider keys that steer the tracker, not the provider's client.
+TRACKER_POLICY_KEYS = frozenset({"enabled", "max_attempts", "not_found_grace", "list_lag_grace"})
+
+
 class ProviderConfig(_Strict):
     enabled: bool = True
     models: list[ModelConfig] = Field(default_factory=list)
@@ -45,13 +49,19 @@ class ProviderConfig(_Strict):
     timeout: float = Field(default=120.0, gt=0)
     organization: str | None = None
     project: str | None = None
+    #: Seconds a 404 (batch or result file) or a result file the counts promise but the batch
+    #: does not name yet is taken as a delay, from the last good answer or the batch's end.
+    not_found_grace: float = Field(default=3600.0, ge=0)
+    #: Seconds after a create whose answer was lost before creating again: the provider's
+    #: list may show a new batch this late.
+    list_lag_grace: float = Field(default=60.0, ge=0)
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 
     def client_options(self) -> dict[str, Any]:
         """The dict `registry.create_provider(name, ...)` takes."""
-        options = self.model_dump(exclude={"enabled", "max_attempts"}, exclude_none=True)
+        options = self.model_dump(exclude=TRACKER_POLICY_KEYS, exclude_none=True)
         options["models"] = [m.model_dump() for m in self.models]
         return options
 

@@ -6,14 +6,17 @@ import logging
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
+from tracker import lease
 from tracker.config import TrackerConfig
 from tracker.db import read, write
+from tracker.errors import LeaseLost
 from tracker.providers import registry
 from tracker.providers.base import BaseBatchProvider
 
@@ -36,12 +39,68 @@ class Context:
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     #: Built on first use from the config; tests may pre-fill it.
     providers: dict[str, BaseBatchProvider] = field(default_factory=dict)
+    #: The daemon's fencing token; None when no daemon runs the steps (tests, one-off tools).
+    lease_token: int | None = None
+    #: Batches to skip until a time, when even recording their failure failed (disk full).
+    _held_back: dict[str, float] = field(default_factory=dict)
+
+    def hold_back(self, batch_id: str, seconds: float) -> None:
+        self._held_back[batch_id] = self.now() + seconds
+
+    def held_back(self, batch_id: str) -> bool:
+        until = self._held_back.get(batch_id)
+        if until is None:
+            return False
+        if until <= self.now():
+            del self._held_back[batch_id]
+            return False
+        return True
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction that first checks, inside it, that this daemon still holds the
+        lease (`LeaseLost` otherwise): a daemon paused past its lease writes nothing."""
+        with write(self.engine) as conn:
+            if self.lease_token is not None and not lease.holds(conn, self.lease_token):
+                raise LeaseLost()
+            yield conn
+
+    def check_lease(self) -> None:
+        """Raise `LeaseLost` before a provider call this daemon may no longer make."""
+        if self.lease_token is None:
+            return
+        with read(self.engine) as conn:
+            if not lease.holds(conn, self.lease_token):
+                raise LeaseLost()
+
+    def provider_for_call(self, name: str) -> BaseBatchProvider:
+        """The provider, once the lease is checked: use it right before a call."""
+        self.check_lease()
+        return self.provider(name)
+
+    def not_found_grace(self, provider: str) -> float:
+        return self.config.provider(provider).not_found_grace
+
+    def list_lag_grace(self, provider: str) -> float:
+        return self.config.provider(provider).list_lag_grace
 
     def provider(self, name: str) -> BaseBatchProvider:
         if name not in self.providers:
             options = self.config.provider(name).client_options()
             self.providers[name] = registry.create_provider(name, options)
         return self.providers[name]
+
+    def batch_limits(self, provider: str) -> tuple[int, int]:
+        """`(max lines, max bytes)` of one provider batch: the provider object's, when one is
+        built, else its class's (packing needs no credentials)."""
+        source: object = self.providers.get(provider) or registry.provider_class(provider)
+        return (int(getattr(source, "max_lines_per_batch")),  # noqa: B009
+                int(getattr(source, "max_bytes_per_batch")))  # noqa: B009
+
+    def endpoint(self, provider: str, model: str) -> str:
+        from tracker.providers.openai import ENDPOINTS
+
+        return ENDPOINTS.get(self.mode(provider, model), "/v1/chat/completions")
 
     def max_attempts(self, provider: str) -> int:
         return self.config.provider(provider).max_attempts
@@ -68,7 +127,7 @@ class Context:
 
     def pause_provider(self, provider: str, reason: str, probe_in: float) -> None:
         now = self.now()
-        with write(self.engine) as conn:
+        with self.write() as conn:
             conn.execute(
                 text(
                     "INSERT INTO provider_state (provider, paused_reason, paused_at, "
@@ -83,7 +142,7 @@ class Context:
                   provider, reason, probe_in)
 
     def resume_provider(self, provider: str) -> None:
-        with write(self.engine) as conn:
+        with self.write() as conn:
             resumed = conn.execute(
                 text("UPDATE provider_state SET paused_reason = NULL, paused_at = NULL, "
                      "next_probe_at = NULL, updated_at = :now "

@@ -1,5 +1,7 @@
 """Test-only crash points: `TRACKER_CRASH_AT=<name>[:<n>]` SIGKILLs the process the n-th time
-(default the first) it reaches the point `<name>`. Unset in real use: then this does nothing."""
+(default the first) it reaches the point `<name>`; `TRACKER_PAUSE_AT=<name>[:<n>]` stops it
+there with SIGSTOP instead (a paused daemon: SIGCONT resumes it). Unset in real use: then this
+does nothing."""
 
 from __future__ import annotations
 
@@ -7,24 +9,29 @@ import os
 import signal
 from collections import Counter
 
-_reached: Counter[str] = Counter()
+_reached: Counter[tuple[str, str]] = Counter()
 
 POINTS = (
     "after_pack",  # the batch row and its items are committed, nothing uploaded
     "after_upload",  # the input file is uploaded and its id stored, no create sent
+    "before_create",  # the create intent is committed, the create not yet sent
     "after_create",  # the create POST returned, its batch id not yet stored
+    "before_ingest_write",  # results downloaded and verified, nothing written yet
     "mid_ingest",  # half the items updated inside the ingest transaction (rolled back)
     "after_ingest",  # the ingest transaction committed, before cleanup
 )
 
 
 def crash_point(name: str) -> None:
-    spec = os.environ.get("TRACKER_CRASH_AT")
-    if not spec:
-        return
-    target, _, count = spec.partition(":")
-    if target != name:
-        return
-    _reached[name] += 1
-    if _reached[name] >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    for variable, sig in (("TRACKER_CRASH_AT", signal.SIGKILL),
+                          ("TRACKER_PAUSE_AT", signal.SIGSTOP)):
+        spec = os.environ.get(variable)
+        if not spec:
+            continue
+        target, _, count = spec.partition(":")
+        if target != name:
+            continue
+        _reached[variable, name] += 1
+        if _reached[variable, name] == int(count or 1) or (
+                sig == signal.SIGKILL and _reached[variable, name] > int(count or 1)):
+            os.kill(os.getpid(), sig)

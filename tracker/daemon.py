@@ -2,7 +2,9 @@
 
 The steps share one worker thread, so they never overlap and SQLite sees one writer; the
 lease heartbeat has its own thread so a long ingest cannot let the lease lapse. SIGTERM and
-SIGINT let the running step finish, then the daemon releases the lease and exits 0.
+SIGINT let the running step finish, then the daemon releases the lease and exits 0. A daemon
+that finds its lease taken over (it was paused past the lease) stops before its next write or
+provider call and exits 1.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from sqlalchemy import text
 from tracker import lease as leases
 from tracker.context import Context, log
 from tracker.db import read
-from tracker.ingest import ingest
-from tracker.steps import pack, poll, submit
+from tracker.errors import LeaseLost
+from tracker.steps import ingest, pack, poll, submit
 
 
 def is_idle(ctx: Context) -> bool:
@@ -41,9 +43,11 @@ def run_steps_once(ctx: Context) -> None:
 
 class Daemon:
     def __init__(self, ctx: Context, *, until_idle: bool = False,
-                 tick: float | None = None) -> None:
+                 tick: float | None = None, lease_ttl: float = leases.LEASE_TTL) -> None:
         self.ctx = ctx
         self.until_idle = until_idle
+        self.lease_ttl = lease_ttl
+        self.lost_lease = False
         self.tick = tick if tick is not None else min(max(ctx.poll_interval / 2, 0.05), 5.0)
         self.stop_event = threading.Event()
         self.lease: leases.Lease | None = None
@@ -54,17 +58,24 @@ class Daemon:
                 return
             try:
                 step(self.ctx)
+            except LeaseLost:
+                self._lease_lost()
             except Exception:
                 # A step that fails is retried at the next tick; the daemon keeps running.
                 log.exception("step %s failed; it will run again", name)
         return job
 
+    def _lease_lost(self) -> None:
+        if not self.lost_lease:
+            log.error("lost the daemon lease to another process; stopping")
+        self.lost_lease = True
+        self.stop_event.set()
+
     def _heartbeat(self) -> None:
         assert self.lease is not None
         try:
-            if not leases.renew(self.ctx.engine, self.lease, self.ctx.now()):
-                log.error("lost the daemon lease to another process; stopping")
-                self.stop_event.set()
+            if not leases.renew(self.ctx.engine, self.lease, self.ctx.now(), self.lease_ttl):
+                self._lease_lost()
         except Exception:
             log.exception("lease heartbeat failed; will retry")
 
@@ -78,9 +89,10 @@ class Daemon:
         self.stop_event.set()
 
     def run(self) -> int:
-        self.lease = leases.acquire(self.ctx.engine, self.ctx.now())
-        log.info("daemon started (pid %d); poll interval %.1fs", self.lease.pid,
-                 self.ctx.poll_interval)
+        self.lease = leases.acquire(self.ctx.engine, self.ctx.now(), self.lease_ttl)
+        self.ctx.lease_token = self.lease.token
+        log.info("daemon started (pid %d, lease token %d); poll interval %.1fs", self.lease.pid,
+                 self.lease.token, self.ctx.poll_interval)
         previous = {sig: signal.signal(sig, self.request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = BackgroundScheduler(
@@ -96,7 +108,7 @@ class Daemon:
         scheduler.add_job(self._guard("idle", lambda _ctx: self._check_idle()), "interval",
                           seconds=self.tick, id="idle",
                           next_run_time=start + timedelta(milliseconds=10))
-        scheduler.add_job(self._heartbeat, "interval", seconds=leases.LEASE_TTL / 6,
+        scheduler.add_job(self._heartbeat, "interval", seconds=self.lease_ttl / 6,
                           id="heartbeat", executor="lease")
         try:
             scheduler.start()
@@ -104,8 +116,9 @@ class Daemon:
                 pass
         finally:
             scheduler.shutdown(wait=True)
-            leases.release(self.ctx.engine, self.lease)
+            if not self.lost_lease:
+                leases.release(self.ctx.engine, self.lease)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             log.info("daemon stopped")
-        return 0
+        return 1 if self.lost_lease else 0

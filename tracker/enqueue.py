@@ -44,6 +44,26 @@ def estimate_tokens(payload_json: str) -> int:
     return len(payload_json) // 4 + 1
 
 
+class _NonStandardNumber(str):
+    """`NaN`, `Infinity` or `-Infinity` as Python's parser accepts them; strict JSON does not."""
+
+
+def _find_non_standard(value: object, path: str = "") -> tuple[str, str] | None:
+    """The key path and text of the first non-standard number in a parsed record, if any."""
+    if isinstance(value, _NonStandardNumber):
+        return path or "(top level)", str(value)
+    children: list[tuple[str, object]] = []
+    if isinstance(value, dict):
+        children = [(f"{path}.{key}" if path else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    for child_path, child in children:
+        found = _find_non_standard(child, child_path)
+        if found is not None:
+            return found
+    return None
+
+
 def _parse_line(
     raw: bytes, where: str, default_model: str | None, accepts: dict[str, bool]
 ) -> tuple[str, str, str, int]:
@@ -52,9 +72,14 @@ def _parse_line(
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: not valid UTF-8 (byte {exc.start + 1})") from None
     try:
-        record = json.loads(text)
+        record = json.loads(text, parse_constant=_NonStandardNumber)
     except ValueError as exc:
         raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    bad = _find_non_standard(record) if ("NaN" in text or "Infinity" in text) else None
+    if bad is not None:
+        path, constant = bad
+        raise InputError(f"{where}: field '{path}': {constant} is not valid JSON "
+                         "(the provider refuses it)")
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
     item_id = record.get("id")

@@ -53,3 +53,11 @@ class DatabaseError(TrackerError):
 
 class LeaseHeld(TrackerError):
     """another daemon holds the lease on this database"""
+
+
+class LeaseLost(TrackerError):
+    """this daemon no longer holds the lease (another took it over); it must stop"""
+
+
+class StaleBatch(TrackerError):
+    """the batch changed under us (another daemon, or a repeated step); nothing was sent"""

@@ -2,7 +2,10 @@
 
 A lease names its holder's host, pid and process start time. A new daemon takes it over when
 it has expired, or at once when its holder is a dead process on this same host (so a restart
-after SIGKILL does not wait for the expiry). A live holder's lease is never taken.
+after SIGKILL does not wait for the expiry). An unexpired lease of a live holder is never taken;
+an expired one is, even from a live process (paused by SIGSTOP or a VM, or stalled). Each
+acquire takes the next fencing token: writes check it (`holds`) so the paused holder, when it
+comes back, cannot write over the work of the daemon that took over.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from tracker.db import write
 from tracker.errors import LeaseHeld
@@ -59,6 +62,7 @@ class Lease:
     holder: str
     host: str
     pid: int
+    token: int
 
 
 def _holder_id(host: str, pid: int) -> str:
@@ -84,17 +88,25 @@ def acquire(engine: Engine, now: float, ttl: float = LEASE_TTL) -> Lease:
                     f"{row.host}, last heartbeat {max(now - row.heartbeat_at, 0):.0f}s ago); "
                     "stop it first, or wait for its lease to expire"
                 )
-        conn.execute(
+        token = conn.execute(
             text(
                 "INSERT INTO daemon_lease (name, holder, host, pid, started_at, heartbeat_at, "
-                "expires_at) VALUES (:n, :h, :host, :pid, :now, :now, :exp) "
+                "expires_at, token) VALUES (:n, :h, :host, :pid, :now, :now, :exp, 1) "
                 "ON CONFLICT (name) DO UPDATE SET holder = :h, host = :host, pid = :pid, "
-                "started_at = :now, heartbeat_at = :now, expires_at = :exp"
+                "started_at = :now, heartbeat_at = :now, expires_at = :exp, "
+                "token = daemon_lease.token + 1 RETURNING token"
             ),
             {"n": LEASE_NAME, "h": me, "host": host, "pid": pid, "now": now,
              "exp": now + ttl},
-        )
-    return Lease(holder=me, host=host, pid=pid)
+        ).scalar_one()
+    return Lease(holder=me, host=host, pid=pid, token=token)
+
+
+def holds(conn: Connection, token: int) -> bool:
+    """Whether the lease still carries `token` (call inside the transaction that writes)."""
+    current = conn.execute(text("SELECT token FROM daemon_lease WHERE name = :n"),
+                           {"n": LEASE_NAME}).scalar()
+    return current == token
 
 
 def renew(engine: Engine, lease: Lease, now: float, ttl: float = LEASE_TTL) -> bool:
@@ -102,12 +114,16 @@ def renew(engine: Engine, lease: Lease, now: float, ttl: float = LEASE_TTL) -> b
     with write(engine) as conn:
         return conn.execute(
             text("UPDATE daemon_lease SET heartbeat_at = :now, expires_at = :exp "
-                 "WHERE name = :n AND holder = :h"),
-            {"now": now, "exp": now + ttl, "n": LEASE_NAME, "h": lease.holder},
+                 "WHERE name = :n AND holder = :h AND token = :t"),
+            {"now": now, "exp": now + ttl, "n": LEASE_NAME, "h": lease.holder,
+             "t": lease.token},
         ).rowcount == 1
 
 
 def release(engine: Engine, lease: Lease) -> None:
+    """Let the lease expire now. The row stays, so the next holder's token is higher than
+    every earlier one (a deleted row would restart the count and revive an old token)."""
     with write(engine) as conn:
-        conn.execute(text("DELETE FROM daemon_lease WHERE name = :n AND holder = :h"),
-                     {"n": LEASE_NAME, "h": lease.holder})
+        conn.execute(text("UPDATE daemon_lease SET expires_at = 0 "
+                          "WHERE name = :n AND holder = :h AND token = :t"),
+                     {"n": LEASE_NAME, "h": lease.holder, "t": lease.token})

@@ -45,6 +45,9 @@ class Batch(SQLModel, table=True):
     submitted_at: float | None = None
     ended_at: float | None = None
     ingested_at: float | None = None
+    input_file_created_at: int | None = None
+    last_seen_at: float | None = None
+    results_missing_since: float | None = None
 
 
 class Item(SQLModel, table=True):
@@ -96,6 +99,7 @@ class DaemonLease(SQLModel, table=True):
     started_at: float
     heartbeat_at: float
     expires_at: float
+    token: int = 0
 
 
 class ProviderState(SQLModel, table=True):

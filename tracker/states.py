@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 
 from tracker.errors import IllegalTransition, StaleTransition
+from tracker.storable import storable_text
 
 
 class ItemStatus(StrEnum):
@@ -124,7 +125,11 @@ def transition_many(
         return
     check_allowed(entity, entity_ids[0], frm, to)
     table = _TABLES[entity][0]
-    assignments = {"status": to, "status_reason": reason, "updated_at": at, **fields}
+    assignments = {
+        col: storable_text(value) if isinstance(value, str) else value
+        for col, value in {"status": to, "status_reason": reason, "updated_at": at,
+                           **fields}.items()
+    }
     sets = ", ".join(
         [f"{col} = :set_{col}" for col in assignments]
         + [f"{col} = {expr}" for col, expr in (exprs or {}).items()]

@@ -19,9 +19,10 @@ from tracker.providers.openai import OpenAIBatchProvider
 MODEL = "gpt-5-mini"
 
 
-def make_config(max_prompts: int = 3, max_attempts: int = 3, **model: Any) -> TrackerConfig:
+def make_config(max_prompts: int = 3, max_attempts: int = 3,
+                provider: dict[str, Any] | None = None, **model: Any) -> TrackerConfig:
     return TrackerConfig.model_validate({"batch": {"providers": {"openai": {
-        "max_attempts": max_attempts,
+        "max_attempts": max_attempts, **(provider or {}),
         "models": [{"name": MODEL, "max_prompts_per_batch": max_prompts, **model}],
     }}}})
 

@@ -33,11 +33,13 @@ def server() -> Iterator[FakeOpenAI]:
 class Tracker:
     """Runs the `tracker` CLI against one database and one fake server."""
 
-    def __init__(self, tmp_path: Path, server: FakeOpenAI, max_prompts: int) -> None:
+    def __init__(self, tmp_path: Path, server: FakeOpenAI, max_prompts: int,
+                 list_lag_grace: float = 1.0) -> None:
         self.db = tmp_path / "tracker.db"
         config = tmp_path / "llm_config.yaml"
         config.write_text(
-            "batch:\n  providers:\n    openai:\n      models:\n"
+            f"batch:\n  providers:\n    openai:\n      list_lag_grace: {list_lag_grace}\n"
+            "      models:\n"
             f"        - name: {MODEL}\n          mode: chat\n"
             f"          max_prompts_per_batch: {max_prompts}\n          pricing_tier: batch\n"
         )
@@ -164,7 +166,7 @@ def test_crash_point__restart_finishes_everything(point: str, server: FakeOpenAI
     restarted_at = time.monotonic()
     proc = tracker.start()
     _poll_until(lambda: tracker.query(
-        "SELECT count(*) FROM daemon_lease")[0][0] == 1, timeout=5)
+        f"SELECT count(*) FROM daemon_lease WHERE pid = {proc.pid}")[0][0] == 1, timeout=5)
     assert time.monotonic() - restarted_at < 5  # took the dead daemon's lease at once
     assert _wait(proc) == 0, tracker.log.read_text()
     check_invariants(tracker, server, n)
@@ -196,7 +198,7 @@ def test_sigterm__finishes_step_and_exits_zero_then_resumes(server: FakeOpenAI,
         "SELECT count(*) FROM batches WHERE provider_batch_id IS NOT NULL")[0][0] >= 1)
     proc.send_signal(signal.SIGTERM)
     assert _wait(proc) == 0
-    assert tracker.query("SELECT count(*) FROM daemon_lease") == [(0,)]
+    assert tracker.query("SELECT count(*) FROM daemon_lease WHERE expires_at > 0") == [(0,)]
     assert _wait(tracker.start()) == 0
     check_invariants(tracker, server, 30)
 
@@ -208,7 +210,8 @@ def test_second_daemon__is_refused(server: FakeOpenAI, tmp_path: Path) -> None:
                              env=tracker.env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        _poll_until(lambda: tracker.query("SELECT count(*) FROM daemon_lease")[0][0] == 1)
+        _poll_until(lambda: tracker.query(
+            f"SELECT count(*) FROM daemon_lease WHERE pid = {first.pid}")[0][0] == 1)
         second = subprocess.run([sys.executable, "-m", "tracker", "run", "--until-idle"],
                                 env=tracker.env, cwd=tmp_path, capture_output=True, text=True,
                                 timeout=60)

@@ -179,16 +179,23 @@ def test_steps__truncated_download_is_fetched_again(ctx: Context, server: FakeOp
     assert len(server.batches) == 1
 
 
-def test_steps__vanished_batch_is_requeued(ctx: Context, server: FakeOpenAI,
-                                           clock: ManualClock) -> None:
+def test_steps__vanished_batch_is_cancelled_then_requeued(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path,
+                       make_config(provider={"not_found_grace": 30.0}))
     enqueue(ctx, {f"q{i}": f"question {i}" for i in range(2)})
     run_steps_once(ctx)
     first = batches(ctx)[0]
     server.batches.pop(first.provider_batch_id)
+    for _ in range(20):  # inside the grace period a 404 is a delay
+        run_steps_once(ctx)
+        clock.advance(1.0)
+    assert items_by_status(ctx) == {"in_batch": 2}
+    assert "404" in (batches(ctx)[0].last_error or "")
     drive(ctx, clock)
     assert items_by_status(ctx) == {"succeeded": 2}
-    assert "vanished" in (batches(ctx)[0].status_reason or "") or any(
-        "vanished" in (h[2] or "") for h in history(ctx, first.id))
+    assert server.count_requests("POST", f"/v1/batches/{first.provider_batch_id}/cancel") == 1
+    assert any("vanished" in (h[2] or "") for h in history(ctx, first.id))
 
 
 def test_steps__quota_pauses_then_resumes(ctx: Context, server: FakeOpenAI,
@@ -239,8 +246,8 @@ def test_steps__ghost_that_reconcile_missed_is_swept(ctx: Context, server: FakeO
     ghost = next(iter(server.batches))
     real_list = server.state.list_batches
     server.state.list_batches = lambda: []  # type: ignore[method-assign]
-    clock.advance(1)
-    run_steps_once(ctx)  # reconcile sees nothing (the list lags), so it creates again
+    clock.advance(61)  # past list_lag_grace (default 60 s)
+    run_steps_once(ctx)  # reconcile still sees nothing (the list lags), so it creates again
     server.state.list_batches = real_list  # type: ignore[method-assign]
     local = batches(ctx)[0]
     assert local.create_attempts == 2 and local.provider_batch_id != ghost

@@ -74,16 +74,40 @@ def test_batches_per_hour__packing_stops_at_the_limit(engine: Engine, server: Fa
     assert pack(ctx) == 1
 
 
-def test_output_file_gone__items_requeued(engine: Engine, server: FakeOpenAI,
-                                          clock: ManualClock, tmp_path: Path) -> None:
+def test_output_file_404_once__waited_for_not_requeued(engine: Engine, server: FakeOpenAI,
+                                                       clock: ManualClock,
+                                                       tmp_path: Path) -> None:
     ctx = make_context(engine, server, clock, tmp_path)
     enqueue(ctx, {"q": "question"})
     server.add_fault(Fault(method="GET", path="/v1/files/*/content", status=404,
                            message="No such File object: file-gone", times=1))
     drive(ctx, clock)
     assert items_by_status(ctx) == {"succeeded": 1}
+    assert items(ctx)["q"].attempts == 1  # one 404 is a delay: the line ran once
+    assert [e for e in server.executions if e[1] == "q"] == [
+        (batches(ctx)[0].provider_batch_id, "q", "success")]
+
+
+def test_output_file_gone_past_grace__items_requeued(engine: Engine, server: FakeOpenAI,
+                                                     clock: ManualClock,
+                                                     tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path,
+                       make_config(provider={"not_found_grace": 20.0}))
+    enqueue(ctx, {"q": "question"})
+    server.add_fault(Fault(method="GET", path="/v1/files/*/content", status=404,
+                           message="No such File object: file-gone", times=None))
+    for _ in range(15):
+        run_steps_once(ctx)
+        clock.advance(1.0)
+    assert items_by_status(ctx) == {"in_batch": 1}  # still waiting inside the grace period
+    first = batches(ctx)[0]
+    clock.advance(10.0)
+    run_steps_once(ctx)  # past the grace: the output never came, its line counts as missing
+    server.clear_faults()
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 1}
     assert items(ctx)["q"].attempts == 2
-    assert any("results lost" in (h[2] or "") for h in history(ctx, batches(ctx)[0].id))
+    assert any("never came" in (h[2] or "") for h in history(ctx, first.id))
 
 
 def test_unknown_provider_status__polled_again(engine: Engine, server: FakeOpenAI,

@@ -122,7 +122,7 @@ def test_flow__metadata_finds_the_ghost_of_a_lost_create(provider: OpenAIBatchPr
     prepared = provider.prepare_payloads(_items("a", "b", "c"), "gpt-4o", "chat",
                                          directory=tmp_path,
                                          metadata={"tracker_batch_id": "tb_1"})
-    file_id = provider.upload_input(prepared)
+    file_id = provider.upload_input(prepared).file_id
     server.add_fault(Fault(method="POST", path="/v1/batches", kind="drop_after"))
     with pytest.raises(TransientProviderError):
         provider.create_batch(file_id, prepared.endpoint, prepared.metadata)

@@ -70,6 +70,39 @@ class PermanentProviderError(ProviderError):
     """Retrying the same request cannot succeed: bad key, bad request, unknown model, 404."""
 
 
+class InvalidItemError(PermanentProviderError):
+    """One item cannot be sent as it is (raised by `prepare_payloads`): it fails alone, and the
+    batch is built again without it."""
+
+    def __init__(self, message: str, *, custom_id: str) -> None:
+        super().__init__(message, code="invalid_item")
+        self.custom_id = custom_id
+
+
+class BatchTooLarge(PermanentProviderError):
+    """The items do not fit in one provider batch (raised by `prepare_payloads`); the first
+    `fits` of them do, so the rest go back to the queue."""
+
+    def __init__(self, message: str, *, fits: int) -> None:
+        super().__init__(message, code="batch_too_large")
+        self.fits = fits
+
+
+class ResultsNotReady(TransientProviderError):
+    """The batch ended but a result file cannot be downloaded yet: its counts promise lines
+    that no file named by the batch holds, or the file answers 404. Providers are eventually
+    consistent, so this is a delay; after a grace period the caller fetches again with
+    `skip_unavailable=True` and the lines of the missing file count as missing."""
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """An uploaded input file; `created_at` is by the provider's clock (reconcile uses it)."""
+
+    file_id: str
+    created_at: int | None = None
+
+
 @dataclass(frozen=True)
 class RequestCounts:
     total: int = 0
@@ -154,6 +187,9 @@ class BaseBatchProvider(ABC):
     """What the tracker needs from a batch API."""
 
     name: str = "base"
+    #: Per-batch limits; an instance may lower them (tests do).
+    max_lines_per_batch: int = 50_000
+    max_bytes_per_batch: int = 200 * 1024 * 1024
 
     @abstractmethod
     def prepare_payloads(
@@ -181,16 +217,30 @@ class BaseBatchProvider(ABC):
         provider_batch_id: str,
         *,
         expected_custom_ids: Iterable[str] | None = None,
+        directory: Path | None = None,
+        skip_unavailable: bool = False,
     ) -> FetchedResults:
-        """Download and parse the output and error files of a terminal batch."""
+        """Download and parse the output and error files of a terminal batch.
+
+        Raises `ResultsNotReady` while a file is promised but not downloadable (unless
+        `skip_unavailable`), `TransientProviderError` for a cut-off or short download.
+        With `directory`, each verified file is kept there and reused by the next call, so only
+        a bad file is downloaded again; the caller removes the directory. Rows come output file
+        first, then error file, then one row per expected id found in neither. Idempotent.
+        """
 
     @abstractmethod
     def cancel(self, provider_batch_id: str) -> BatchStatus:
-        """Ask the provider to cancel the batch."""
+        """Ask the provider to cancel the batch. A provider that refuses because the batch has
+        ended may raise `PermanentProviderError` (the caller then reads the status)."""
+
+    def cancel_acknowledged(self, provider_status: str | None) -> bool:
+        """Whether the provider status shows a cancel already taken (no need to send again)."""
+        return provider_status in ("cancelling", "cancelled")
 
     @abstractmethod
-    def upload_input(self, prepared: PreparedBatch) -> str:
-        """Upload the JSONL; return the input file id."""
+    def upload_input(self, prepared: PreparedBatch) -> UploadedFile:
+        """Upload the JSONL; return the file's id and provider-side creation time."""
 
     @abstractmethod
     def create_batch(

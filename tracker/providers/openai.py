@@ -20,14 +20,18 @@ from tracker.providers.base import (
     BaseBatchProvider,
     BatchError,
     BatchStatus,
+    BatchTooLarge,
     FetchedResults,
+    InvalidItemError,
     NormalizedStatus,
     PermanentProviderError,
     PreparedBatch,
     ProviderResultRow,
     RequestCounts,
+    ResultsNotReady,
     SubmitResult,
     TransientProviderError,
+    UploadedFile,
 )
 from tracker.providers.openai_errors import classify_openai_error
 from tracker.providers.openai_results import (
@@ -105,11 +109,14 @@ class OpenAIFetchedResults(FetchedResults):
         directory: Path,
         files: list[Path],
         expected_custom_ids: Iterable[str] | None,
+        *,
+        remove_directory: bool = True,
     ) -> None:
         self.status = status
         self._directory = directory
         self._files = files
         self._expected = list(expected_custom_ids) if expected_custom_ids is not None else None
+        self._remove_directory = remove_directory
 
     def __iter__(self) -> Iterator[ProviderResultRow]:
         seen: set[str] = set()
@@ -124,7 +131,8 @@ class OpenAIFetchedResults(FetchedResults):
                 yield missing_result_row(custom_id)
 
     def close(self) -> None:
-        shutil.rmtree(self._directory, ignore_errors=True)
+        if self._remove_directory:
+            shutil.rmtree(self._directory, ignore_errors=True)
 
 
 class OpenAIBatchProvider(BaseBatchProvider):
@@ -181,13 +189,16 @@ class OpenAIBatchProvider(BaseBatchProvider):
             with os.fdopen(fd, "wb") as out:
                 for position, item in enumerate(items, start=1):
                     line = self._jsonl_line(item, position, model, endpoint, seen)
-                    custom_ids.append(line[0])
                     size += len(line[1])
-                    if len(custom_ids) > MAX_LINES_PER_BATCH:
-                        raise PermanentProviderError(
-                            f"a batch holds at most {MAX_LINES_PER_BATCH} requests")
-                    if size > MAX_BYTES_PER_BATCH:
-                        raise PermanentProviderError("a batch input file is at most 200 MB")
+                    if len(custom_ids) + 1 > self.max_lines_per_batch:
+                        raise BatchTooLarge(
+                            f"a batch holds at most {self.max_lines_per_batch} requests",
+                            fits=len(custom_ids))
+                    if size > self.max_bytes_per_batch:
+                        raise BatchTooLarge(
+                            f"a batch input file is at most {self.max_bytes_per_batch} bytes",
+                            fits=len(custom_ids))
+                    custom_ids.append(line[0])
                     out.write(line[1])
             if not custom_ids:
                 raise PermanentProviderError("a batch needs at least one item")
@@ -205,7 +216,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
         )
 
     def submit(self, prepared: PreparedBatch) -> SubmitResult:
-        input_file_id = self.upload_input(prepared)
+        input_file_id = self.upload_input(prepared).file_id
         status = self.create_batch(input_file_id, prepared.endpoint, prepared.metadata)
         return SubmitResult(
             provider_batch_id=status.provider_batch_id,
@@ -224,6 +235,8 @@ class OpenAIBatchProvider(BaseBatchProvider):
         provider_batch_id: str,
         *,
         expected_custom_ids: Iterable[str] | None = None,
+        directory: Path | None = None,
+        skip_unavailable: bool = False,
     ) -> OpenAIFetchedResults:
         status = self.poll_status(provider_batch_id)
         if not status.is_terminal:
@@ -231,23 +244,65 @@ class OpenAIBatchProvider(BaseBatchProvider):
                 f"batch {provider_batch_id} is {status.provider_status}; results come when it ends",
                 code="not_finished",
             )
-        directory = Path(tempfile.mkdtemp(prefix=f"{provider_batch_id}-"))
+        keep = directory is not None
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix=f"{provider_batch_id}-"))
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
         try:
-            files: list[Path] = []
-            for kind, file_id, expected in (
-                ("output", status.output_file_id, status.request_counts.completed),
-                ("error", status.error_file_id, status.request_counts.failed),
-            ):
-                if not file_id:
-                    continue
-                path = directory / f"{kind}.jsonl"
-                self._download(file_id, path)
-                self._check_download(path, file_id, expected, status)
-                files.append(path)
+            files = [path for kind, file_id, expected in self._result_files(status)
+                     if (path := self._verified_file(directory, kind, file_id, expected, status,
+                                                     skip_unavailable)) is not None]
         except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(directory, ignore_errors=True)
             raise
-        return OpenAIFetchedResults(status, directory, files, expected_custom_ids)
+        return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
+                                    remove_directory=not keep)
+
+    @staticmethod
+    def _result_files(status: BatchStatus) -> list[tuple[str, str | None, int]]:
+        """`(kind, file id or None, lines the counts promise)` for the output and error files.
+        A completed batch with requests but no counts and no files promises its output."""
+        counts = status.request_counts
+        output_expected = counts.completed
+        if (status.provider_status == "completed" and counts.total and not counts.completed
+                and not counts.failed and not status.output_file_id
+                and not status.error_file_id):
+            output_expected = counts.total
+        return [("output", status.output_file_id, output_expected),
+                ("error", status.error_file_id, counts.failed)]
+
+    def _verified_file(self, directory: Path, kind: str, file_id: str | None, expected: int,
+                       status: BatchStatus, skip_unavailable: bool) -> Path | None:
+        """The downloaded and checked file (reused when an earlier call verified it), or None
+        when there is none; `ResultsNotReady` while one is promised but not downloadable."""
+        if not file_id:
+            if expected > 0 and not skip_unavailable:
+                raise ResultsNotReady(
+                    f"the batch counts {expected} {kind} line(s) but names no {kind} file yet",
+                    code="files_not_ready")
+            return None
+        path = directory / f"{kind}-{file_id}.jsonl"
+        if path.exists():
+            return path
+        partial = directory / f"{kind}-{file_id}.partial"
+        try:
+            self._download(file_id, partial)
+        except PermanentProviderError as exc:
+            if exc.status_code != 404:
+                raise
+            if skip_unavailable:
+                return None
+            raise ResultsNotReady(f"{kind} file {file_id} is not found yet (404)",
+                                  status_code=404, code="file_not_found") from exc
+        try:
+            self._check_download(partial, file_id, expected, status)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.rename(path)
+        return path
 
     def cancel(self, provider_batch_id: str) -> BatchStatus:
         try:
@@ -260,7 +315,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
 
     # -- the finer steps of submit ----------------------------------------------------------
 
-    def upload_input(self, prepared: PreparedBatch) -> str:
+    def upload_input(self, prepared: PreparedBatch) -> UploadedFile:
         filename = f"{prepared.metadata.get('tracker_batch_id') or uuid.uuid4().hex}.jsonl"
         try:
             with prepared.jsonl_path.open("rb") as fh:
@@ -269,7 +324,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
                 )
         except Exception as exc:
             raise self._error(exc) from exc
-        return uploaded.id
+        return UploadedFile(file_id=uploaded.id, created_at=getattr(uploaded, "created_at", None))
 
     def create_batch(
         self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
@@ -339,19 +394,22 @@ class OpenAIBatchProvider(BaseBatchProvider):
         seen.add(custom_id)
         payload = item.get("input_payload")
         if not isinstance(payload, Mapping) or not isinstance(payload.get("messages"), list):
-            raise PermanentProviderError(
-                f"item {custom_id!r}: input_payload.messages must be a list")
+            raise InvalidItemError(
+                f"item {custom_id!r}: input_payload.messages must be a list",
+                custom_id=custom_id)
         if payload.get("stream"):
-            raise PermanentProviderError(
-                f"item {custom_id!r}: streaming is not supported in the Batch API")
+            raise InvalidItemError(
+                f"item {custom_id!r}: streaming is not supported in the Batch API",
+                custom_id=custom_id)
         body = {"model": model, **{k: v for k, v in payload.items() if k != "model"}}
         line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}
         try:
             encoded = json.dumps(line, ensure_ascii=False, separators=(",", ":"),
                                  allow_nan=False) + "\n"
         except (TypeError, ValueError) as exc:
-            raise PermanentProviderError(
-                f"item {custom_id!r}: input_payload is not valid JSON ({exc})") from None
+            raise InvalidItemError(
+                f"item {custom_id!r}: input_payload is not valid JSON ({exc})",
+                custom_id=custom_id) from None
         return custom_id, encoded.encode("utf-8")
 
     def _download(self, file_id: str, path: Path) -> None:

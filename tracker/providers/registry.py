@@ -24,6 +24,15 @@ def known_providers() -> list[str]:
     return sorted(_factories)
 
 
+def provider_class(name: str) -> type[BaseBatchProvider]:
+    """The class registered as `name` (its class attributes, such as the per-batch limits,
+    are readable without credentials); the base class when the factory is not a class."""
+    factory = _factories.get(name)
+    if isinstance(factory, type) and issubclass(factory, BaseBatchProvider):
+        return factory
+    return BaseBatchProvider
+
+
 def create_provider(name: str, config: Mapping[str, Any] | None = None) -> BaseBatchProvider:
     """A new provider instance; an unknown name raises `UnknownProvider` listing the known ones."""
     try:

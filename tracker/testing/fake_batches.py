@@ -5,6 +5,16 @@ manual clock see the same progression a real batch goes through, with no backgro
 validating -> in_progress -> finalizing -> completed, or failed (validation), expired (at the
 completion window, finished lines delivered), cancelling -> cancelled (partial results).
 Line i of n finishes at in_progress_at + (i + 1) / n * in_progress_seconds.
+
+Eventual-consistency switches (all off by default; on the fake clock; settable live):
+late_files_seconds: a terminal batch shows null output/error file ids for this long.
+list_lag_seconds: the list omits batches created less than this long ago.
+batch_not_found_seconds: retrieve and cancel answer 404 this long after creation (inf: always).
+file_not_found_seconds: result files of file_not_found_kinds 404 on download this long.
+cancel_refusal_status: not 409: cancelling an ended or cancelling batch answers this status.
+Line markers beyond [fail:NNN], [fail-once:NNN], [slow], [invalid]:
+[surrogate]: the reply's content ends with a lone UTF-16 surrogate (JSON escape \\ud800).
+[batch-fail]: the whole batch fails validation with `errors: null` and no line runs.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/com
              "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+RESULT_KINDS = frozenset({"output", "error"})
 _FAIL = re.compile(r"\[fail:(\d{3})\]")
 _FAIL_ONCE = re.compile(r"\[fail-once:(\d{3})\]")
 
@@ -61,6 +72,8 @@ class FileRecord:
     purpose: str
     content: bytes
     created_at: int
+    kind: str | None = None  # "output" or "error" for a batch's result file
+    created: float = 0.0  # the exact creation time on the clock
 
     def as_json(self) -> dict[str, Any]:
         return {"id": self.id, "object": "file", "bytes": len(self.content),
@@ -111,7 +124,10 @@ class FakeBatchState:
                  in_progress_seconds: float, finalizing_seconds: float,
                  cancelling_seconds: float, completion_window_seconds: float,
                  known_models: set[str] | None, enqueued_token_limit: int | None,
-                 seed: int) -> None:
+                 seed: int, late_files_seconds: float = 0.0, list_lag_seconds: float = 0.0,
+                 batch_not_found_seconds: float = 0.0, file_not_found_seconds: float = 0.0,
+                 file_not_found_kinds: frozenset[str] = RESULT_KINDS,
+                 cancel_refusal_status: int = 409) -> None:
         self.clock = clock
         self.validating_seconds = validating_seconds
         self.in_progress_seconds = in_progress_seconds
@@ -120,6 +136,13 @@ class FakeBatchState:
         self.completion_window_seconds = completion_window_seconds
         self.known_models = known_models
         self.enqueued_token_limit = enqueued_token_limit
+        # eventual-consistency switches, read live on every request
+        self.late_files_seconds = late_files_seconds
+        self.list_lag_seconds = list_lag_seconds
+        self.batch_not_found_seconds = batch_not_found_seconds
+        self.file_not_found_seconds = file_not_found_seconds
+        self.file_not_found_kinds = file_not_found_kinds
+        self.cancel_refusal_status = cancel_refusal_status
         self.random = random.Random(seed)
         self.lock = threading.RLock()
         self.files: dict[str, FileRecord] = {}
@@ -129,12 +152,18 @@ class FakeBatchState:
         self._failed_once: set[str] = set()
         self._seq = 0
 
+    def _within(self, start: float, seconds: float) -> bool:
+        """True while the clock is less than `seconds` (> 0; may be inf) past `start`."""
+        return seconds > 0 and self.clock() < start + seconds
+
     # -- files ------------------------------------------------------------------------------
 
-    def add_file(self, filename: str, purpose: str, content: bytes) -> FileRecord:
+    def add_file(self, filename: str, purpose: str, content: bytes,
+                 kind: str | None = None) -> FileRecord:
         with self.lock:
+            now = self.clock()
             record = FileRecord(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, content,
-                                int(self.clock()))
+                                int(now), kind, now)
             self.files[record.id] = record
             return record
 
@@ -158,6 +187,15 @@ class FakeBatchState:
             if file_id not in self.files:
                 raise ApiError(404, f"No such File object: {file_id}", param="id")
             return self.files[file_id]
+
+    def file_content(self, file_id: str) -> bytes:
+        """The download answer; a result file may be missing for a while (the switch)."""
+        with self.lock:
+            record = self.get_file(file_id)
+            if record.purpose == "batch_output" and record.kind in self.file_not_found_kinds \
+                    and self._within(record.created, self.file_not_found_seconds):
+                raise ApiError(404, f"No such File object: {file_id}", param="id")
+            return record.content
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -190,32 +228,43 @@ class FakeBatchState:
             self.batches[record.id] = record
             return record
 
-    def get_batch(self, batch_id: str) -> BatchRecord:
+    def get_batch(self, batch_id: str, *, api: bool = False) -> BatchRecord:
+        """The batch, brought up to date; `api`: as the API answers (batch_not_found)."""
         with self.lock:
-            if batch_id not in self.batches:
+            record = self.batches.get(batch_id)
+            if record is None or (api and self._within(record.created,
+                                                       self.batch_not_found_seconds)):
                 raise ApiError(404, f"No such Batch object: {batch_id}", param="batch_id")
-            record = self.batches[batch_id]
             self.refresh(record)
             return record
 
     def list_batches(self) -> list[BatchRecord]:
+        """The list answer, newest first, without batches younger than list_lag_seconds."""
         with self.lock:
-            records = sorted(self.batches.values(), key=lambda b: (b.created, b.seq),
-                             reverse=True)
+            records = sorted((b for b in self.batches.values()
+                              if not self._within(b.created, self.list_lag_seconds)),
+                             key=lambda b: (b.created, b.seq), reverse=True)
             for record in records:
                 self.refresh(record)
             return records
 
     def cancel(self, batch_id: str) -> BatchRecord:
         with self.lock:
-            record = self.get_batch(batch_id)
-            if record.status in ("completed", "failed", "expired"):
-                raise ApiError(409, f"Cannot cancel a batch with status '{record.status}'.")
+            record = self.get_batch(batch_id, api=True)
+            self._check_cancellable(record)
             if record.cancel_at is None and record.status != "cancelled":
                 record.cancel_at = self.clock()
                 record.times["cancelling_at"] = record.cancel_at
                 self.refresh(record)
             return record
+
+    def _check_cancellable(self, record: BatchRecord) -> None:
+        refusal = self.cancel_refusal_status
+        if refusal == 409 and record.status in ("completed", "failed", "expired"):
+            raise ApiError(409, f"Cannot cancel a batch with status '{record.status}'.")
+        if refusal != 409 and record.status in (*TERMINAL, "cancelling"):
+            raise ApiError(refusal, f"Batch {record.id} cannot be cancelled: it is already "
+                           f"{record.status}.")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -274,16 +323,10 @@ class FakeBatchState:
                 errors.append(error)
         b.model = lines[0]["body"].get("model") if lines else None
         b.est_tokens = sum(estimate_tokens(line["body"]) for line in lines)
-        if not errors and self.enqueued_token_limit is not None and b.model:
-            queued = sum(o.est_tokens for o in self.batches.values() if o is not b
-                         and o.model == b.model and o.status in ("in_progress", "finalizing"))
-            if queued + b.est_tokens > self.enqueued_token_limit:
-                errors.append({"code": "token_limit_exceeded", "line": None, "param": None,
-                               "message": f"Enqueued token limit reached for {b.model} in "
-                                          f"organization org-fake. Limit: "
-                                          f"{self.enqueued_token_limit:,} enqueued tokens. "
-                                          "Please try again once some in_progress batches "
-                                          "have been completed."})
+        if not errors and any("[batch-fail]" in last_user_text(x["body"]) for x in lines):
+            return False  # failed with `errors: null`, as the real API sometimes answers
+        if not errors:
+            errors.extend(self._token_limit_errors(b))
         if errors:
             b.errors = errors
             return False
@@ -292,6 +335,19 @@ class FakeBatchState:
         b.lines = lines
         b.counts["total"] = len(lines)
         return True
+
+    def _token_limit_errors(self, b: BatchRecord) -> list[dict[str, Any]]:
+        if self.enqueued_token_limit is None or not b.model:
+            return []
+        queued = sum(o.est_tokens for o in self.batches.values() if o is not b
+                     and o.model == b.model and o.status in ("in_progress", "finalizing"))
+        if queued + b.est_tokens <= self.enqueued_token_limit:
+            return []
+        return [{"code": "token_limit_exceeded", "line": None, "param": None,
+                 "message": f"Enqueued token limit reached for {b.model} in organization "
+                            f"org-fake. Limit: {self.enqueued_token_limit:,} enqueued tokens. "
+                            "Please try again once some in_progress batches have been "
+                            "completed."}]
 
     def _check_line(self, raw: bytes, number: int, endpoint: str, seen: set[str],
                     lines: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -384,7 +440,7 @@ class FakeBatchState:
 
     def _result_file(self, b: BatchRecord, kind: str, lines: list[dict[str, Any]]) -> str:
         content = "".join(json.dumps(line) + "\n" for line in lines).encode()
-        return self.add_file(f"{b.id}_{kind}.jsonl", "batch_output", content).id
+        return self.add_file(f"{b.id}_{kind}.jsonl", "batch_output", content, kind).id
 
     def _terminal(self, b: BatchRecord, status: str, at: float) -> None:
         b.status = status
@@ -406,6 +462,8 @@ class FakeBatchState:
                 "type": "invalid_request_error" if code < 500 else "server_error",
                 "param": None, "code": None}}
         reply = f"echo: {text}"
+        if "[surrogate]" in text:
+            reply += " \ud800"  # a lone surrogate: json.dumps writes it as the escape \ud800
         prompt = estimate_tokens(body)
         completion = len(reply) // 4 + 1
         return 200, {
@@ -420,17 +478,25 @@ class FakeBatchState:
 
     # -- JSON -------------------------------------------------------------------------------
 
-    def batch_json(self, b: BatchRecord) -> dict[str, Any]:
+    def _files_shown(self, b: BatchRecord) -> bool:
+        """False while a terminal batch's result files are still late (late_files_seconds)."""
+        ended = b.times.get(f"{b.status}_at") if b.status in TERMINAL else None
+        return ended is None or not self._within(ended, self.late_files_seconds)
+
+    def batch_json(self, b: BatchRecord, *, api: bool = True) -> dict[str, Any]:
+        """The batch object; `api=False` shows the truth even while the files are late."""
         def ts(key: str) -> int | None:
             value = b.times.get(key)
             return int(value) if value is not None else None
 
+        shown = not api or self._files_shown(b)
         created = int(b.created)
         return {
             "id": b.id, "object": "batch", "endpoint": b.endpoint, "model": b.model,
             "errors": None if b.errors is None else {"object": "list", "data": b.errors},
             "input_file_id": b.input_file_id, "completion_window": "24h", "status": b.status,
-            "output_file_id": b.output_file_id, "error_file_id": b.error_file_id,
+            "output_file_id": b.output_file_id if shown else None,
+            "error_file_id": b.error_file_id if shown else None,
             "created_at": created, "in_progress_at": ts("in_progress_at"),
             "expires_at": created + 86400, "finalizing_at": ts("finalizing_at"),
             "completed_at": ts("completed_at"), "failed_at": ts("failed_at"),

@@ -3,8 +3,18 @@
 The real `openai` SDK talks to it unchanged: `OpenAI(base_url=server.base_url, api_key=...)`.
 Faults: HTTP errors with retry headers, connections dropped before or after the request is
 processed (the "ghost" create), truncated downloads, delays; scripted (`add_fault`) or random
-(`set_random_faults`). Line outcomes are driven by markers in the last user message:
-`[fail:NNN]`, `[fail-once:NNN]`, `[slow]` (never finishes: the batch expires), `[invalid]`.
+(`set_random_faults`); `Fault.every=N` re-arms a scripted fault to fire on every N-th match.
+Line outcomes are driven by markers in the last user message:
+`[fail:NNN]`, `[fail-once:NNN]`, `[slow]` (never finishes: the batch expires), `[invalid]`,
+`[surrogate]` (the reply content ends with a lone surrogate, written as the JSON escape),
+`[batch-fail]` (in any line: the batch fails validation with `errors: null`, no line runs).
+Eventual-consistency switches (keyword arguments, live attributes and `--kebab-case` flags;
+all off by default, timed on the fake clock; `inf` means forever):
+`late_files_seconds`: a terminal batch shows null output/error file ids for this long.
+`list_lag_seconds`: GET /v1/batches omits batches created less than this long ago.
+`batch_not_found_seconds`: retrieve and cancel of a batch answer 404 this long after creation.
+`file_not_found_seconds`, `file_not_found_kinds`: result file downloads 404 this long.
+`cancel_refusal_status`: not 409: cancelling an ended or cancelling batch answers this status.
 
     python -m tracker.testing.fake_openai --port-file url.txt
 """
@@ -32,7 +42,13 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tracker.testing.fake_batches import ApiError, FakeBatchState, ManualClock, Responder
+from tracker.testing.fake_batches import (
+    RESULT_KINDS,
+    ApiError,
+    FakeBatchState,
+    ManualClock,
+    Responder,
+)
 
 __all__ = ["FakeOpenAI", "Fault", "ManualClock"]
 
@@ -41,7 +57,12 @@ FAULT_KINDS = ("http_error", "drop_before", "drop_after", "truncate", "delay")
 
 @dataclass
 class Fault:
-    """A scripted fault for requests matching `method` and `path` (fnmatch, no query)."""
+    """A scripted fault for requests matching `method` and `path` (fnmatch, no query).
+
+    It lets `skip` matching requests pass, then fires `times` times (None: forever). With
+    `every` set, each firing resets `skip` to `every - 1`: `times=None, skip=1, every=2` fires
+    on the 2nd, 4th, 6th... matching request.
+    """
 
     method: str = "*"
     path: str = "*"
@@ -54,6 +75,7 @@ class Fault:
     times: int | None = 1
     skip: int = 0
     delay_seconds: float = 0.0
+    every: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return fnmatch.fnmatch(method, self.method) and fnmatch.fnmatch(path, self.path)
@@ -76,6 +98,19 @@ def _error_body(fault: Fault) -> dict[str, Any]:
                       "param": None, "code": code}}
 
 
+class _StateSwitch:
+    """A FakeOpenAI attribute kept on its FakeBatchState, so a change applies at once."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: FakeOpenAI | None, owner: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.state, self.name)
+
+    def __set__(self, obj: FakeOpenAI, value: Any) -> None:
+        setattr(obj.state, self.name, value)
+
+
 class FakeOpenAI:
     """The server. Use as a context manager or `start()`/`stop()`; see the module docstring."""
 
@@ -94,13 +129,24 @@ class FakeOpenAI:
         known_models: set[str] | None = None,
         enqueued_token_limit: int | None = None,
         seed: int = 0,
+        late_files_seconds: float = 0.0,
+        list_lag_seconds: float = 0.0,
+        batch_not_found_seconds: float = 0.0,
+        file_not_found_seconds: float = 0.0,
+        file_not_found_kinds: frozenset[str] = RESULT_KINDS,
+        cancel_refusal_status: int = 409,
     ) -> None:
         self.state = FakeBatchState(
             clock=clock, validating_seconds=validating_seconds,
             in_progress_seconds=in_progress_seconds, finalizing_seconds=finalizing_seconds,
             cancelling_seconds=cancelling_seconds,
             completion_window_seconds=completion_window_seconds, known_models=known_models,
-            enqueued_token_limit=enqueued_token_limit, seed=seed)
+            enqueued_token_limit=enqueued_token_limit, seed=seed,
+            late_files_seconds=late_files_seconds, list_lag_seconds=list_lag_seconds,
+            batch_not_found_seconds=batch_not_found_seconds,
+            file_not_found_seconds=file_not_found_seconds,
+            file_not_found_kinds=frozenset(file_not_found_kinds),
+            cancel_refusal_status=cancel_refusal_status)
         self.api_key = api_key
         self.requests: list[tuple[str, str, int | None]] = []
         self.fault_counts: Counter[str] = Counter()
@@ -168,6 +214,8 @@ class FakeOpenAI:
                     continue
                 if fault.times is not None:
                     fault.times -= 1
+                if fault.every is not None:
+                    fault.skip = fault.every - 1
                 return fault
             if self._random_rate and self._random.random() < self._random_rate:
                 return self._random_fault(method, path)
@@ -186,6 +234,15 @@ class FakeOpenAI:
             (429, {"retry-after": "0"}), (429, {"retry-after-ms": "10"}), (429, {}),
             (500, {}), (502, {}), (503, {"retry-after": "0"})])
         return Fault(kind=kind, status=status, headers=headers)
+
+    # -- eventual-consistency switches (see the module docstring) ---------------------------
+
+    late_files_seconds = _StateSwitch()
+    list_lag_seconds = _StateSwitch()
+    batch_not_found_seconds = _StateSwitch()
+    file_not_found_seconds = _StateSwitch()
+    file_not_found_kinds = _StateSwitch()
+    cancel_refusal_status = _StateSwitch()
 
     # -- introspection ----------------------------------------------------------------------
 
@@ -210,8 +267,9 @@ class FakeOpenAI:
         self.state.responder = value
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch's JSON as it truly is: the switches do not hide it or its files."""
         with self.state.lock:
-            return self.state.batch_json(self.state.get_batch(batch_id))
+            return self.state.batch_json(self.state.get_batch(batch_id), api=False)
 
     def batch_custom_ids(self, batch_id: str) -> list[str]:
         record = self.state.batches[batch_id]
@@ -259,8 +317,8 @@ class FakeOpenAI:
             state.files.pop(parts[1], None)
             return _json(200, {"id": parts[1], "object": "file", "deleted": True})
         if len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
-            record = state.get_file(parts[1])
-            return 200, {"Content-Type": "application/octet-stream"}, record.content
+            content = state.file_content(parts[1])
+            return 200, {"Content-Type": "application/octet-stream"}, content
         if parts == ["batches"] and method == "POST":
             record = state.create_batch(json.loads(body or b"{}"))
             with state.lock:
@@ -271,7 +329,7 @@ class FakeOpenAI:
             return _json(200, _page(data, query, default_limit=20, max_limit=100))
         if len(parts) == 2 and parts[0] == "batches" and method == "GET":
             with state.lock:
-                return _json(200, state.batch_json(state.get_batch(parts[1])))
+                return _json(200, state.batch_json(state.get_batch(parts[1], api=True)))
         if len(parts) == 3 and parts[0] == "batches" and parts[2] == "cancel":
             with state.lock:
                 return _json(200, state.batch_json(state.cancel(parts[1])))
@@ -401,6 +459,22 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _kinds(text: str) -> frozenset[str]:
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    if not kinds <= RESULT_KINDS:
+        raise argparse.ArgumentTypeError(f"kinds are {', '.join(sorted(RESULT_KINDS))}")
+    return kinds
+
+
+def _add_switch_flags(parser: argparse.ArgumentParser) -> None:
+    """The eventual-consistency switches; seconds on the fake clock, `inf` for forever."""
+    for name in ("late-files", "list-lag", "batch-not-found", "file-not-found"):
+        parser.add_argument(f"--{name}-seconds", type=float, default=0.0)
+    parser.add_argument("--file-not-found-kinds", type=_kinds, default=RESULT_KINDS,
+                        help="comma-separated: output,error")
+    parser.add_argument("--cancel-refusal-status", type=int, default=409)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -413,13 +487,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--random-fault-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port-file", type=Path, default=None)
+    _add_switch_flags(parser)
     args = parser.parse_args(argv)
     server = FakeOpenAI(
         args.host, args.port, validating_seconds=args.validating_seconds,
         in_progress_seconds=args.in_progress_seconds,
         finalizing_seconds=args.finalizing_seconds,
         cancelling_seconds=args.cancelling_seconds,
-        completion_window_seconds=args.completion_window_seconds, seed=args.seed)
+        completion_window_seconds=args.completion_window_seconds, seed=args.seed,
+        late_files_seconds=args.late_files_seconds, list_lag_seconds=args.list_lag_seconds,
+        batch_not_found_seconds=args.batch_not_found_seconds,
+        file_not_found_seconds=args.file_not_found_seconds,
+        file_not_found_kinds=args.file_not_found_kinds,
+        cancel_refusal_status=args.cancel_refusal_status)
     if args.random_fault_rate:
         server.set_random_faults(args.random_fault_rate, seed=args.seed)
     stop = threading.Event()

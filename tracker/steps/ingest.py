@@ -3,11 +3,17 @@
 Downloads happen with no transaction open; then one transaction moves each item still
 `in_batch` in this batch to its outcome and the batch to `ingested`. A second run finds no item
 left `in_batch` and changes nothing, so a crash anywhere is repaired by running it again.
+
+Providers are eventually consistent: a batch may end before its result files can be read. Lines
+the counts promise are never re-queued while their file may still come: the batch waits (with
+back-off, shown in `status`) for `not_found_grace` seconds, then what can be downloaded is
+stored file by file and only the lines of a file that never came count as missing.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -17,57 +23,88 @@ from sqlalchemy import Connection, text
 from tracker import states
 from tracker.context import Context, log
 from tracker.crashpoints import crash_point
-from tracker.db import read, write
+from tracker.db import read
 from tracker.providers.base import (
     PermanentProviderError,
+    ProviderError,
     ProviderResultRow,
+    ResultsNotReady,
     TransientProviderError,
 )
 from tracker.providers.openai_results import missing_result_row
 from tracker.retry import Decision, Outcome, backoff_delay, classify
-from tracker.steps import batch_item_ids, record_failure, refused, sweep_duplicates
+from tracker.steps.common import batch_item_ids, due_batches
+from tracker.steps.failures import isolated, record_error, record_failure, refused
+from tracker.steps.poll import VANISHED
+from tracker.steps.reconcile import sweep_duplicates
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
 
 def ingest(ctx: Context) -> int:
     """Ingest every ended batch that is due. Returns how many were closed."""
-    now = ctx.now()
-    with read(ctx.engine) as conn:
-        batches = conn.execute(
-            text("SELECT * FROM batches WHERE status IN ('completed', 'failed', 'cancelled') "
-                 "AND (next_action_at IS NULL OR next_action_at <= :now) "
-                 "ORDER BY next_action_at LIMIT :n"),
-            {"now": now, "n": ctx.batches_per_step},
-        ).all()
     closed = 0
-    for batch in batches:
-        try:
-            ingest_batch(ctx, batch)
-            closed += 1
-        except TransientProviderError as exc:
-            record_failure(ctx, batch.id, exc)
-        except PermanentProviderError as exc:
-            if exc.status_code != 404:
-                # A bad key or no quota: the results are still there; try again later.
-                refused(ctx, batch, exc)
-                continue
-            # The batch or its files are gone: nothing can be stored from them, so the items
-            # are treated as missing from both files (re-queued, or failed when out of
-            # attempts) rather than left in limbo.
-            log.error("batch %s: results cannot be downloaded: %s", batch.id, exc.message)
-            _close(ctx, batch, _missing_rows(ctx, batch), f"results lost: {exc.message}")
-            closed += 1
+    for batch in due_batches(ctx, states.ENDED_BATCH, "next_action_at"):
+        with isolated(ctx, batch.id, "ingest"):
+            closed += _ingest_guarded(ctx, batch)
     return closed
 
 
-def ingest_batch(ctx: Context, batch: Any) -> None:
-    if batch.duplicate_of is not None or batch.item_count == 0:
+def _ingest_guarded(ctx: Context, batch: Any) -> bool:
+    try:
+        ingest_batch(ctx, batch)
+        return True
+    except ResultsNotReady as exc:
+        return _results_missing(ctx, batch, exc)
+    except TransientProviderError as exc:
+        record_failure(ctx, batch.id, exc)
+    except PermanentProviderError as exc:
+        if exc.status_code == 404:
+            return _results_missing(ctx, batch, exc)
+        refused(ctx, batch.id, batch.provider, exc)  # a bad key or no quota: try again later
+    return False
+
+
+def _results_missing(ctx: Context, batch: Any, exc: ProviderError) -> bool:
+    """A result file (or the batch itself) is not there yet: wait, up to the grace period
+    counted from the first time it was missed; then store what there is."""
+    now = ctx.now()
+    since = batch.results_missing_since
+    if since is None:
+        since = now
+        with ctx.write() as conn:
+            conn.execute(text("UPDATE batches SET results_missing_since = :now WHERE id = :id"),
+                         {"now": now, "id": batch.id})
+    grace = ctx.not_found_grace(batch.provider)
+    if now - since < grace:
+        record_error(ctx, batch.id,
+                     f"results not downloadable yet: {exc.message}; waiting up to "
+                     f"{grace:.0f}s before counting their lines as missing",
+                     hint=exc.retry_after if isinstance(exc, TransientProviderError) else None)
+        return False
+    log.error("batch %s: results still not downloadable after %.0fs: %s", batch.id,
+              now - since, exc.message)
+    if isinstance(exc, ResultsNotReady):
+        ingest_batch(ctx, batch, skip_unavailable=True)
+    else:
+        _close(ctx, batch, _missing_rows(ctx, batch), f"results lost: {exc.message}")
+    return True
+
+
+def ingest_batch(ctx: Context, batch: Any, *, skip_unavailable: bool = False) -> None:
+    if batch.duplicate_of is not None:
         _close(ctx, batch, [], "duplicate provider batch: results discarded")
+        return
+    if batch.item_count == 0:
+        _close(ctx, batch, [], "no items left")
         return
     if batch.provider_batch_id is None:
         rows = _missing_rows(ctx, batch, message=batch.last_error or "never submitted")
-        _close(ctx, batch, rows, "never reached the provider")
+        _close(ctx, batch, rows, "never reached the provider", not_before=_backoff(ctx, batch))
+        return
+    if batch.provider_status == VANISHED:
+        _close(ctx, batch, _missing_rows(ctx, batch, message=batch.last_error),
+               "vanished at the provider")
         return
     if batch.provider_status == "failed" and not (batch.output_file_id or batch.error_file_id):
         _ingest_validation_failure(ctx, batch)
@@ -75,9 +112,28 @@ def ingest_batch(ctx: Context, batch: Any) -> None:
     if batch.create_attempts > 1:
         sweep_duplicates(ctx, batch)
     ids = batch_item_ids(ctx, batch.id)
-    provider = ctx.provider(batch.provider)
-    with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=ids) as results:
-        _close(ctx, batch, results, f"results stored (provider status {batch.provider_status})")
+    provider = ctx.provider_for_call(batch.provider)
+    directory = ctx.work_dir / f"results-{batch.id}"
+    with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=ids,
+                                directory=directory,
+                                skip_unavailable=skip_unavailable) as results:
+        crash_point("before_ingest_write")
+        reason = f"results stored (provider status {results.status.provider_status})"
+        if skip_unavailable:
+            reason += "; lines of result files that never came count as missing"
+        _close(ctx, batch, results, reason)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _backoff(ctx: Context, batch: Any) -> float:
+    """When the items of a batch that failed as a whole may be packed again: later with each
+    attempt they have used, so a refusal that repeats cannot loop."""
+    with read(ctx.engine) as conn:
+        sent = conn.execute(text("SELECT COALESCE(max(attempts - free_attempts), 1) FROM items "
+                                 "WHERE batch_id = :b AND status = 'in_batch'"),
+                            {"b": batch.id}).scalar_one()
+    return ctx.now() + backoff_delay(int(sent), None, first=max(ctx.poll_interval, 1.0),
+                                     cap=3600.0)
 
 
 def _missing_rows(ctx: Context, batch: Any, message: str | None = None) -> list[ProviderResultRow]:
@@ -97,14 +153,18 @@ def _ingest_validation_failure(ctx: Context, batch: Any) -> None:
     by_line = {e["line"]: e for e in errors if isinstance(e.get("line"), int)}
     whole = [e for e in errors if e.get("line") is None]
     other = [e for e in whole if e.get("code") != TOKEN_LIMIT_CODE]
+    if not errors:
+        # Failed with no reason given: nothing names a culprit, so every item pays an attempt.
+        other = whole = [{"code": "batch_failed", "message": "the batch failed at the provider "
+                          "with no error given"}]
     now = ctx.now()
-    not_before = now
+    not_before = _backoff(ctx, batch) if other else now
     if len(other) < len(whole):
         not_before = now + backoff_delay(1, None, first=max(ctx.poll_interval, 5.0) * 6)
     whole_text = "; ".join(str(e.get("message")) for e in whole) or "another line was invalid"
     whole_code = whole[0].get("code") if whole else None
     max_attempts = ctx.max_attempts(batch.provider)
-    with write(ctx.engine) as conn:
+    with ctx.write() as conn:
         attempts = conn.execute(
             text("SELECT id, attempts - free_attempts FROM items WHERE batch_id = :b "
                  "AND status = 'in_batch' ORDER BY id"), {"b": batch.id}).all()
@@ -131,12 +191,13 @@ def _ingest_validation_failure(ctx: Context, batch: Any) -> None:
     log.info("batch %s: failed validation; %s", batch.id, _summary(counts))
 
 
-def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: str) -> None:
+def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: str, *,
+           not_before: float | None = None) -> None:
     now = ctx.now()
     max_attempts = ctx.max_attempts(batch.provider)
     cancelled = batch.status == "cancelled" or batch.provider_status in ("cancelled",
                                                                          "cancelling")
-    with write(ctx.engine) as conn:
+    with ctx.write() as conn:
         attempts = dict(conn.execute(
             text("SELECT id, attempts - free_attempts FROM items "
                  "WHERE batch_id = :b AND status = 'in_batch'"), {"b": batch.id}).all())
@@ -150,7 +211,7 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
                     row, sent, max_attempts, batch_cancelled=cancelled,
                     cancelled_by_tracker=bool(batch.cancel_requested)), row
 
-        counts = _apply(conn, batch, outcomes(), now)
+        counts = _apply(conn, batch, outcomes(), now, not_before=not_before)
         _finish(conn, batch, counts, reason, now)
     crash_point("after_ingest")
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(counts))
@@ -205,7 +266,7 @@ def _finish(conn: Connection, batch: Any, counts: Counter[str], reason: str, now
         failed_count=counts[Outcome.FAILED.value],
         requeued_count=counts[Outcome.RETRY.value],
         cancelled_count=counts[Outcome.CANCELLED.value],
-        next_action_at=None,
+        next_action_at=None, cancel_requested=0,
     )
 
 

@@ -1,0 +1,57 @@
+"""Reads and guarded writes that several steps share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from tracker.context import Context
+from tracker.db import read
+from tracker.errors import StaleBatch
+
+
+def due_batches(ctx: Context, statuses: frozenset[Any], order: str) -> list[Any]:
+    """Batches in `statuses` whose next action time has come, at most `batches_per_step`."""
+    placeholders = ", ".join(f":s{i}" for i in range(len(statuses)))
+    params: dict[str, Any] = {f"s{i}": str(s) for i, s in enumerate(sorted(statuses))}
+    with read(ctx.engine) as conn:
+        rows = conn.execute(
+            text(f"SELECT * FROM batches WHERE status IN ({placeholders}) AND "
+                 "(next_action_at IS NULL OR next_action_at <= :now) "
+                 f"ORDER BY {order} LIMIT :n"),
+            {**params, "now": ctx.now(), "n": ctx.batches_per_step + len(ctx._held_back)},
+        ).all()
+    return [row for row in rows if not ctx.held_back(row.id)][: ctx.batches_per_step]
+
+
+def update_one(conn: Connection, sql: str, params: Mapping[str, Any]) -> None:
+    """Run a guarded UPDATE that must match exactly one row; `StaleBatch` if it did not (the
+    row moved under us), so the caller sends nothing on the strength of a stale read."""
+    matched = conn.execute(text(sql), dict(params)).rowcount
+    if matched != 1:
+        raise StaleBatch(f"expected to update one row, updated {matched}: {sql.split()[1]} "
+                         f"{params.get('id')}")
+
+
+def batch_item_ids(ctx: Context, batch_id: str) -> list[str]:
+    """The ids of the items still in the batch, in input-file (id) order."""
+    with read(ctx.engine) as conn:
+        return list(conn.execute(
+            text("SELECT id FROM items WHERE batch_id = :b AND status = 'in_batch' ORDER BY id"),
+            {"b": batch_id},
+        ).scalars())
+
+
+def stream_items(conn: Connection, batch_id: str) -> Iterator[dict[str, Any]]:
+    """The batch's items as `{"id", "input_payload"}`, in id order (the input file's order,
+    which maps 1-based validation-error lines back to items)."""
+    result = conn.execution_options(stream_results=True).execute(
+        text("SELECT id, payload FROM items WHERE batch_id = :b AND status = 'in_batch' "
+             "ORDER BY id"),
+        {"b": batch_id},
+    )
+    for row in result:
+        yield {"id": row.id, "input_payload": json.loads(row.payload)}

@@ -1,0 +1,142 @@
+"""Reconcile: find the provider batches a create whose answer was lost may have made.
+
+Searches go by the provider's own clock (the uploaded input file's `created_at`), never the
+local one, so a local clock that runs fast or slow cannot hide a batch. A second provider batch
+for one local row is recorded as a `duplicate_of` row with a cancel requested: the poll step
+cancels it and ingest discards its results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from tracker import states
+from tracker.context import Context, log, new_batch_id
+from tracker.providers.base import BatchStatus
+
+METADATA_KEY = "tracker_batch_id"
+#: Provider batches are searched from this long before the input file's upload (skew between
+#: the provider's own servers).
+PROVIDER_CLOCK_SLACK = 300
+#: Without a provider timestamp (rows from before it was stored), search back this far.
+FALLBACK_SEARCH_WINDOW = 86400
+#: While a batch whose create answer was lost is open, the duplicate sweep runs at every poll
+#: for at least this long after the last create attempt (and once more before ingest).
+MIN_SWEEP_WINDOW = 600.0
+
+
+def search_from(batch: Any) -> int:
+    """The provider time from which a batch of this local row may have been created."""
+    if batch.input_file_created_at is not None:
+        return int(batch.input_file_created_at) - PROVIDER_CLOCK_SLACK
+    anchor = batch.create_attempted_at or batch.created_at
+    return int(anchor) - FALLBACK_SEARCH_WINDOW
+
+
+def find_ours(ctx: Context, batch: Any) -> list[BatchStatus]:
+    provider = ctx.provider_for_call(batch.provider)
+    return provider.find_batches_by_metadata(METADATA_KEY, batch.id,
+                                             created_after=search_from(batch))
+
+
+def needs_sweep(ctx: Context, batch: Any) -> bool:
+    """A batch whose create was sent more than once may have a twin at the provider that the
+    list had not shown yet when reconcile looked."""
+    if batch.create_attempts <= 1 or batch.create_attempted_at is None:
+        return False
+    window = max(MIN_SWEEP_WINDOW, 10 * ctx.list_lag_grace(batch.provider))
+    return ctx.now() - batch.create_attempted_at < window
+
+
+def adopt(ctx: Context, batch: Any, found: list[BatchStatus]) -> None:
+    """Keep one provider batch for this pending row and record the others as duplicates to
+    cancel, in one transaction (a crash between the two would leave them inconsistent)."""
+    now = ctx.now()
+    with ctx.write() as conn:
+        recorded = _known(conn, batch.id)
+        ranked = sorted(found, key=lambda s: (
+            s.provider_batch_id in recorded,
+            s.provider_status in ("failed", "cancelled", "cancelling", "expired"),
+            s.created_at or 0, s.provider_batch_id))
+        keep, extras = ranked[0], ranked[1:]
+        reason = f"adopted {keep.provider_batch_id} by reconcile (create answer was lost)"
+        if extras:
+            reason += f"; {len(extras)} duplicate(s) cancelled"
+        if not record_created(conn, batch.id, keep, reason, now, ctx.poll_interval):
+            return
+        record_duplicates(conn, batch, keep.provider_batch_id, extras, now)
+    log.warning("batch %s: %s", batch.id, reason)
+
+
+def _known(conn: Connection, batch_id: str) -> set[str]:
+    """Provider batch ids already recorded for this local row or as its duplicates."""
+    return set(conn.execute(
+        text("SELECT provider_batch_id FROM batches WHERE provider_batch_id IS NOT NULL "
+             "AND (id = :id OR duplicate_of = :id)"), {"id": batch_id}).scalars())
+
+
+def sweep_duplicates(ctx: Context, batch: Any) -> None:
+    """Look again for provider batches carrying this local id and cancel all but the kept one:
+    one may have appeared after reconcile looked (a list that lags)."""
+    extras = [s for s in find_ours(ctx, batch) if s.provider_batch_id != batch.provider_batch_id]
+    if not extras:
+        return
+    with ctx.write() as conn:
+        added = record_duplicates(conn, batch, batch.provider_batch_id, extras, ctx.now())
+    if added:
+        log.warning("batch %s: found %d duplicate provider batch(es); cancelling them",
+                    batch.id, added)
+
+
+def record_created(conn: Connection, batch_id: str, status: BatchStatus, reason: str,
+                   now: float, poll_interval: float) -> bool:
+    """Move a pending row to the provider's status. False if it is no longer pending (a
+    repeated step, or another daemon recorded it first)."""
+    from tracker.steps.poll import store_status
+
+    current = conn.execute(text("SELECT status FROM batches WHERE id = :id"),
+                           {"id": batch_id}).scalar_one()
+    if current != states.BatchStatus.PENDING:
+        return False
+    store_status(conn, batch_id, status, now, poll_interval)
+    states.transition(
+        conn, "batch", batch_id, states.BatchStatus.PENDING, str(status.normalized_status),
+        reason, now, provider_batch_id=status.provider_batch_id, submitted_at=now, failures=0,
+        last_error=None,
+    )
+    return True
+
+
+def record_duplicates(conn: Connection, batch: Any, kept: str | None,
+                      extras: list[BatchStatus], now: float) -> int:
+    """Insert a `duplicate_of` row for each unknown extra provider batch, with a cancel
+    requested. Returns how many were new."""
+    known = _known(conn, batch.id)
+    added = 0
+    for extra in extras:
+        if extra.provider_batch_id in known or extra.provider_batch_id == kept:
+            continue
+        conn.execute(
+            text(
+                "INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
+                "provider_batch_id, provider_status, item_count, cancel_requested, "
+                "duplicate_of, input_file_created_at, create_attempted_at, next_action_at, "
+                "created_at, updated_at) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, :ps, "
+                "0, 1, :dup, :filed, :now, :now, :now, :now)"
+            ),
+            {"id": new_batch_id(), "p": batch.provider, "m": batch.model,
+             "e": batch.endpoint, "status": _open_status(extra), "pbid":
+             extra.provider_batch_id, "ps": extra.provider_status, "dup": batch.id,
+             "filed": batch.input_file_created_at, "now": now,
+             "reason": f"duplicate provider batch for {batch.id} (kept {kept}); cancelling it, "
+             "its results are discarded"},
+        )
+        added += 1
+    return added
+
+
+def _open_status(status: BatchStatus) -> str:
+    normalized = str(status.normalized_status)
+    return "in_progress" if normalized == "submitted" else normalized

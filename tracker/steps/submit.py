@@ -1,0 +1,230 @@
+"""Submit: upload and create every due `pending` batch, reconciling first where a create may
+already have reached the provider.
+
+Intent first, then the call, then its outcome: the input file id is stored after the upload;
+`create_attempted_at` is stored (fenced, and checked to match the row) before the create, which
+is never retried blindly. After a create whose answer was lost, no second create is sent until
+the provider's list has had `list_lag_grace` seconds to show the first one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+
+from tracker import states
+from tracker.context import Context, log
+from tracker.crashpoints import crash_point
+from tracker.db import read
+from tracker.providers.base import (
+    BaseBatchProvider,
+    BatchTooLarge,
+    InvalidItemError,
+    PermanentProviderError,
+    PreparedBatch,
+    ProviderError,
+    TransientProviderError,
+)
+from tracker.steps.common import batch_item_ids, due_batches, stream_items, update_one
+from tracker.steps.failures import isolated, pausing, record_error, record_failure, refused
+from tracker.steps.reconcile import METADATA_KEY, adopt, find_ours, record_created
+
+
+def submit(ctx: Context) -> int:
+    """Upload and create every due `pending` batch. Returns how many batches were handled."""
+    handled = 0
+    for batch in due_batches(ctx, frozenset({states.BatchStatus.PENDING}), "created_at"):
+        if ctx.paused_reason(batch.provider) and not batch.cancel_requested:
+            continue
+        with isolated(ctx, batch.id, "submit"):
+            _submit_guarded(ctx, batch)
+        handled += 1
+    return handled
+
+
+def _submit_guarded(ctx: Context, batch: Any) -> None:
+    try:
+        _submit_one(ctx, batch)
+    except TransientProviderError as exc:
+        record_failure(ctx, batch.id, exc)
+    except PermanentProviderError as exc:
+        _submit_refused(ctx, batch, exc)
+    else:
+        ctx.resume_provider(batch.provider)
+
+
+def _submit_one(ctx: Context, batch: Any) -> None:
+    if batch.create_attempted_at is not None:
+        found = find_ours(ctx, batch)
+        if found:
+            adopt(ctx, batch, found)
+            return
+        if _waiting_for_list(ctx, batch):
+            return
+    if batch.cancel_requested:
+        _finish_cancelled_pending(ctx, batch)
+        return
+    provider = ctx.provider_for_call(batch.provider)
+    input_file_id = batch.input_file_id or _upload(ctx, batch, provider)
+    if input_file_id is None:
+        return  # every item was refused: the batch ended
+    _record_create_intent(ctx, batch)
+    crash_point("before_create")
+    ctx.check_lease()
+    try:
+        status = provider.create_batch(input_file_id, batch.endpoint, {METADATA_KEY: batch.id})
+    except ProviderError as exc:
+        if _not_created(exc):
+            _forget_create_intent(ctx, batch)
+        raise
+    crash_point("after_create")
+    with ctx.write() as conn:
+        recorded = record_created(conn, batch.id, status, f"created {status.provider_batch_id}",
+                                  ctx.now(), ctx.poll_interval)
+    if recorded:
+        log.info("batch %s: submitted as %s (%d items)", batch.id, status.provider_batch_id,
+                 batch.item_count)
+
+
+def _waiting_for_list(ctx: Context, batch: Any) -> bool:
+    """After a create whose answer was lost and that the list does not show (yet), wait until
+    the list has had time to show it: creating again at once would pay twice."""
+    grace = ctx.list_lag_grace(batch.provider)
+    waited = ctx.now() - batch.create_attempted_at
+    if waited >= grace:
+        return False
+    record_error(ctx, batch.id,
+                 f"the answer to create was lost and the provider's list does not show the "
+                 f"batch; not creating again before {grace:.0f}s have passed "
+                 f"({waited:.0f}s so far)",
+                 delay=min(grace - waited, max(ctx.poll_interval, 1.0)))
+    return True
+
+
+def _not_created(exc: ProviderError) -> bool:
+    """The provider answered the create with a refusal (4xx, 429): no batch was made, so the
+    next attempt need not wait for the list. Timeouts, dropped connections and 5xx may hide a
+    batch that was made."""
+    return exc.status_code is not None and 400 <= exc.status_code < 500
+
+
+def _record_create_intent(ctx: Context, batch: Any) -> None:
+    with ctx.write() as conn:
+        update_one(conn,
+                   "UPDATE batches SET create_attempted_at = :now, updated_at = :now, "
+                   "create_attempts = create_attempts + 1 WHERE id = :id AND status = 'pending' "
+                   "AND provider_batch_id IS NULL",
+                   {"now": ctx.now(), "id": batch.id})
+
+
+def _forget_create_intent(ctx: Context, batch: Any) -> None:
+    with ctx.write() as conn:
+        conn.execute(text("UPDATE batches SET create_attempted_at = :before WHERE id = :id "
+                          "AND status = 'pending'"),
+                     {"before": batch.create_attempted_at, "id": batch.id})
+
+
+def _upload(ctx: Context, batch: Any, provider: BaseBatchProvider) -> str | None:
+    prepared = _build(ctx, batch, provider)
+    if prepared is None:
+        return None
+    try:
+        uploaded = provider.upload_input(prepared)
+    finally:
+        prepared.jsonl_path.unlink(missing_ok=True)
+    with ctx.write() as conn:
+        update_one(conn,
+                   "UPDATE batches SET input_file_id = :f, input_file_created_at = :c, "
+                   "updated_at = :now WHERE id = :id AND status = 'pending' "
+                   "AND input_file_id IS NULL",
+                   {"f": uploaded.file_id, "c": uploaded.created_at, "now": ctx.now(),
+                    "id": batch.id})
+    crash_point("after_upload")
+    return uploaded.file_id
+
+
+def _build(ctx: Context, batch: Any, provider: BaseBatchProvider) -> PreparedBatch | None:
+    """The batch's input file. An item the provider cannot take fails alone and the file is
+    built again without it; items beyond the provider's size limit go back to the queue.
+    None when no item is left."""
+    while True:
+        try:
+            return build_input(ctx, batch, provider)
+        except InvalidItemError as exc:
+            if not _fail_item(ctx, batch, exc.custom_id, exc.message):
+                return None
+        except BatchTooLarge as exc:
+            if not _shrink(ctx, batch, exc.fits, exc.message):
+                return None
+
+
+def build_input(ctx: Context, batch: Any, provider: BaseBatchProvider) -> PreparedBatch:
+    with read(ctx.engine) as conn:
+        return provider.prepare_payloads(
+            stream_items(conn, batch.id), batch.model, ctx.mode(batch.provider, batch.model),
+            metadata={METADATA_KEY: batch.id}, directory=ctx.work_dir,
+        )
+
+
+def _fail_item(ctx: Context, batch: Any, item_id: str, message: str) -> bool:
+    """Fail one refused item and take it out of the batch. Returns whether items are left."""
+    now = ctx.now()
+    with ctx.write() as conn:
+        states.transition(conn, "item", item_id, "in_batch", "failed",
+                          f"refused before upload: {message}", now, error_message=message,
+                          error_code="invalid_item", finished_at=now)
+        left = _set_item_count(conn, batch.id, now)
+    log.error("batch %s: item %s refused before upload: %s", batch.id, item_id, message)
+    return left > 0
+
+
+def _shrink(ctx: Context, batch: Any, fits: int, message: str) -> bool:
+    """Keep the first `fits` items in the batch; the rest wait for the next one (this send
+    did not happen, so it uses no attempt). Returns whether items are left."""
+    ids = batch_item_ids(ctx, batch.id)
+    if fits == 0:
+        return _fail_item(ctx, batch, ids[0], f"larger than one batch may be ({message})")
+    now = ctx.now()
+    with ctx.write() as conn:
+        states.transition_many(conn, "item", ids[fits:], "in_batch", "queued",
+                               f"did not fit in batch {batch.id} ({message})", now,
+                               {"attempts": "attempts - 1"}, not_before=now)
+        left = _set_item_count(conn, batch.id, now)
+    log.warning("batch %s: %s; %d items kept, %d re-queued", batch.id, message, fits,
+                len(ids) - fits)
+    return left > 0
+
+
+def _set_item_count(conn: Any, batch_id: str, now: float) -> int:
+    """Recount a pending batch's items; a batch left empty ends `failed` (ingest closes it)."""
+    left = conn.execute(text("SELECT count(*) FROM items WHERE batch_id = :b "
+                             "AND status = 'in_batch'"), {"b": batch_id}).scalar_one()
+    update_one(conn, "UPDATE batches SET item_count = :n, updated_at = :now "
+                     "WHERE id = :id AND status = 'pending'",
+               {"n": left, "now": now, "id": batch_id})
+    if left == 0:
+        states.transition(conn, "batch", batch_id, "pending", "failed",
+                          "every item was refused before upload", now, ended_at=now,
+                          next_action_at=now)
+    return int(left)
+
+
+def _finish_cancelled_pending(ctx: Context, batch: Any) -> None:
+    now = ctx.now()
+    with ctx.write() as conn:
+        states.transition(conn, "batch", batch.id, "pending", "cancelled",
+                          "cancelled before it reached the provider", now,
+                          ended_at=now, next_action_at=now)
+
+
+def _submit_refused(ctx: Context, batch: Any, exc: PermanentProviderError) -> None:
+    if pausing(exc):
+        refused(ctx, batch.id, batch.provider, exc)  # waits, pending, for the provider
+        return
+    now = ctx.now()
+    with ctx.write() as conn:
+        states.transition(conn, "batch", batch.id, "pending", "failed",
+                          f"refused by the provider: {exc.message}", now,
+                          last_error=exc.message, ended_at=now, next_action_at=now)
+    log.error("batch %s: refused by the provider: %s", batch.id, exc.message)
