@@ -87,6 +87,11 @@ BAD_LINES = [
     ((_line("a", model="gpt-nope") + "\n").encode(), ":1:", "'gpt-nope' is not configured"),
     (b'{"id": "a", "input_payload": {"messages": ["\xff\xfe"]}}\n', ":1:", "UTF-8"),
     ((_line("a", "x" * (1024 * 1024 + 10)) + "\n").encode(), ":1:", "longer than 1 MB"),
+    (b'{"id": "a", "input_payload": {"messages": [{"role": "user", "content": "x"}], '
+     b'"temperature": NaN}}\n', ":1:", "field 'input_payload.temperature': NaN is not valid"),
+    (b'{"id": "a", "input_payload": {"messages": [{"role": "user", "content": "x"}], '
+     b'"logit_bias": {"50256": -Infinity}}}\n', ":1:",
+     "field 'input_payload.logit_bias.50256': -Infinity"),
     (b"", "", "no items"),
     (b"\n\n  \n", "", "no items"),
 ]
