@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from tracker import lease as leases
 from tracker.context import Context, log
+from tracker.crashpoints import other_thread_writing
 from tracker.db import read
 from tracker.errors import LeaseLost
 from tracker.steps import ingest, pack, poll, submit
@@ -74,7 +75,10 @@ class Daemon:
     def _heartbeat(self) -> None:
         assert self.lease is not None
         try:
-            if not leases.renew(self.ctx.engine, self.lease, self.ctx.now(), self.lease_ttl):
+            with other_thread_writing:
+                renewed = leases.renew(self.ctx.engine, self.lease, self.ctx.now(),
+                                       self.lease_ttl)
+            if not renewed:
                 self._lease_lost()
         except Exception:
             log.exception("lease heartbeat failed; will retry")

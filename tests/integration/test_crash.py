@@ -66,14 +66,19 @@ class Tracker:
             for item_id, content in contents.items())
         self.cli("enqueue", "-", "--model", MODEL, stdin=lines)
 
-    def start(self, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    def start(self, crash_at: str | None = None, *, pause_at: str | None = None,
+              lease_ttl: float | None = None,
+              log_path: Path | None = None) -> subprocess.Popen[bytes]:
         env = dict(self.env)
         if crash_at:
             env["TRACKER_CRASH_AT"] = crash_at
-        with self.log.open("ab") as log:
+        if pause_at:
+            env["TRACKER_PAUSE_AT"] = pause_at
+        extra = ["--lease-ttl", str(lease_ttl)] if lease_ttl is not None else []
+        with (log_path or self.log).open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "tracker", "run", "--until-idle", "--poll-interval",
-                 "0.1"], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+                 "0.1", *extra], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
 
     def query(self, sql: str) -> list[tuple]:
         with sqlite3.connect(self.db, timeout=30) as conn:

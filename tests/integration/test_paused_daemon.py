@@ -1,0 +1,63 @@
+"""A daemon paused past its lease (SIGSTOP: a VM pause, a long stall) comes back after another
+daemon took over. Fencing must stop it before its next write or provider call: no second
+provider batch, no second ingest. Real processes, a real SQLite file, the fake Batch API."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_crash import Tracker, _poll_until, _wait, check_invariants
+from tracker.testing.fake_openai import FakeOpenAI
+
+LEASE_TTL = 1.0
+
+
+def _stopped(pid: int) -> bool:
+    """Whether the process is stopped by a signal (state T in /proc/<pid>/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+@pytest.mark.parametrize("point", ["after_upload", "before_create", "before_ingest_write"])
+def test_paused_daemon__resumes_after_takeover_and_writes_nothing(point: str,
+                                                                 tmp_path: Path) -> None:
+    n = 10
+    with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.5,
+                    finalizing_seconds=0.1) as server:
+        tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5)
+        tracker.enqueue(n)
+        first_log = tmp_path / "first.log"
+        first = tracker.start(pause_at=point, lease_ttl=LEASE_TTL, log_path=first_log)
+        second = None
+        try:
+            _poll_until(lambda: _stopped(first.pid))
+            _poll_until(lambda: tracker.query(
+                "SELECT expires_at FROM daemon_lease")[0][0] < time.time())
+            second = tracker.start(lease_ttl=LEASE_TTL)
+            _poll_until(lambda: tracker.query(
+                f"SELECT count(*) FROM daemon_lease WHERE pid = {second.pid}")[0][0] == 1)
+            first.send_signal(signal.SIGCONT)  # both run now; the first no longer owns the lease
+            assert _wait(first) == 1, first_log.read_text()
+            assert _wait(second) == 0, tracker.log.read_text()
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        assert "lost the daemon lease" in first_log.read_text()
+        check_invariants(tracker, server, n)
+        assert len(server.batches) == 1  # no duplicate provider batch was created
+        paid = Counter(custom_id for _, custom_id, outcome in server.executions
+                       if outcome == "success")
+        assert set(paid.values()) == {1} and len(paid) == n
+        ingests = tracker.query("SELECT count(*) FROM transitions WHERE entity = 'batch' "
+                                "AND to_status = 'ingested'")
+        assert ingests == [(1,)]
