@@ -61,7 +61,7 @@ class ProviderConfig(_Strict):
 
     def client_options(self) -> dict[str, Any]:
         """The dict `registry.create_provider(name, ...)` takes."""
-        options = self.model_dump(exclude=TRACKER_POLICY_KEYS, exclude_none=True)
+        options = self.model_dump(exclude=set(TRACKER_POLICY_KEYS), exclude_none=True)
         options["models"] = [m.model_dump() for m in self.models]
         return options
 

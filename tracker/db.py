@@ -78,7 +78,7 @@ def make_engine(url: str = DEFAULT_DB_URL) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30.0, "isolation_level": None})
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _pragmas(dbapi_conn, _record) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.execute("PRAGMA journal_mode = WAL")

@@ -73,7 +73,7 @@ def _parse_line(
         raise InputError(f"{where}: not valid UTF-8 (byte {exc.start + 1})") from None
     try:
         record = json.loads(text, parse_constant=_NonStandardNumber)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
     bad = _find_non_standard(record) if ("NaN" in text or "Infinity" in text) else None
     if bad is not None:

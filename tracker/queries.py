@@ -23,9 +23,9 @@ RESULT_FIELDS = (
 
 def status_report(engine: Engine, now: float) -> dict[str, Any]:
     with read(engine) as conn:
-        items = dict(conn.execute(text(
+        items: dict[str, int] = dict(conn.execute(text(
             "SELECT status, count(*) FROM items GROUP BY status")).all())
-        batches = dict(conn.execute(text(
+        batches: dict[str, int] = dict(conn.execute(text(
             "SELECT status, count(*) FROM batches GROUP BY status")).all())
         oldest = conn.execute(text(
             "SELECT min(created_at) FROM batches WHERE status <> 'ingested'")).scalar()

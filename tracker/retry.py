@@ -48,24 +48,24 @@ def classify(
     """
     if row.is_success:
         return Decision(Outcome.SUCCEEDED, "result stored")
-    fields = {
-        "error_message": row.error_message,
-        "error_code": row.error_code,
-        "error_status": row.status_code,
-    }
+    fields = {"error_message": row.error_message, "error_code": row.error_code}
+    status: int | None = row.status_code
     if batch_cancelled and (row.error_code in CANCELLED_LINE_CODES
                             or row.error_code == "missing_result"):
         who = "by tracker cancel" if cancelled_by_tracker else "outside the tracker"
-        return Decision(Outcome.CANCELLED, f"batch was cancelled {who}", **fields)
+        return Decision(Outcome.CANCELLED, f"batch was cancelled {who}", **fields,
+                        error_status=status)
     if is_permanent_line(row):
-        return Decision(Outcome.FAILED, f"permanent error: {row.error_message}", **fields)
+        return Decision(Outcome.FAILED, f"permanent error: {row.error_message}", **fields,
+                        error_status=status)
     if attempts >= max_attempts:
         return Decision(
             Outcome.FAILED,
             f"gave up after {attempts} attempts; last error: {row.error_message}",
-            **fields,
+            **fields, error_status=status,
         )
-    return Decision(Outcome.RETRY, f"retryable error: {row.error_message}", **fields)
+    return Decision(Outcome.RETRY, f"retryable error: {row.error_message}", **fields,
+                    error_status=status)
 
 
 def backoff_delay(

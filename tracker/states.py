@@ -82,7 +82,7 @@ def check_allowed(entity: str, entity_id: str, frm: str, to: str) -> None:
     """Raise `IllegalTransition` if `frm -> to` is not an edge of `entity`'s table."""
     moves = _TABLES[entity][1]
     try:
-        allowed = to in moves[frm]  # type: ignore[index]
+        allowed = to in moves[frm]
     except KeyError:
         allowed = False
     if not allowed:

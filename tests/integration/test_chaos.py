@@ -20,13 +20,19 @@ KINDS = {  # marker in the prompt -> (expected status, expected attempts or None
     "[fail-once:500]": ("succeeded", 2),  # transient: succeeds when sent again
     "[fail:500]": ("failed", 3),  # transient every time: fails after max_attempts
     "[slow]": ("failed", 3),  # never finishes: expires every time
+    "[surrogate]": ("succeeded", None),  # its output holds a lone surrogate
 }
+#: Eventual consistency, on for every batch: files named a while after the status, 404s right
+#: after create and on fresh result files, a list that lags, cancels of ended batches
+#: refused with 400 (as OpenAI-compatible servers do).
+SWITCHES = {"late_files_seconds": 0.3, "list_lag_seconds": 0.3, "batch_not_found_seconds": 0.2,
+            "file_not_found_seconds": 0.2, "cancel_refusal_status": 400}
 
 
 @pytest.fixture
 def server() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.3, finalizing_seconds=0.1,
-                    completion_window_seconds=2.0, seed=7) as fake:
+                    completion_window_seconds=2.0, seed=7, **SWITCHES) as fake:  # type: ignore[arg-type]
         fake.set_random_faults(0.15, seed=11)
         # ...and each kind at least twice for certain, on top of the random ones
         for fault in (
@@ -45,7 +51,7 @@ def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: 
     rng = random.Random(42)
     plan: dict[str, str] = {}
     for i in range(200):
-        marker = rng.choices(list(KINDS), weights=[80, 5, 6, 5, 4])[0]
+        marker = rng.choices(list(KINDS), weights=[76, 5, 6, 5, 4, 4])[0]
         plan[f"item-{i:04d}"] = marker
     tracker = Tracker(tmp_path, server, max_prompts=20)
     tracker.enqueue_items({item_id: f"question {item_id} {marker}".strip()
@@ -85,6 +91,8 @@ def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: 
         "items": len(plan),
         "markers": dict(Counter(m or "plain" for m in plan.values())),
         "faults": dict(server.fault_counts),
+        "switches": SWITCHES,
+        "answered_404": sum(1 for _, _, status in server.requests if status == 404),
         "kills": kills,
         "provider_batches": len(server.batches),
         "duplicates_cancelled": duplicates[0][0],
@@ -92,5 +100,6 @@ def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: 
     }
     print(f"chaos figures: {figures}")
     assert kills >= 5
+    assert figures["answered_404"] > 0
     assert all(server.fault_counts[kind] >= 2 for kind in
                ("drop_after", "truncate", "drop_before", "http_error"))

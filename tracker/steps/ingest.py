@@ -198,7 +198,7 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
     cancelled = batch.status == "cancelled" or batch.provider_status in ("cancelled",
                                                                          "cancelling")
     with ctx.write() as conn:
-        attempts = dict(conn.execute(
+        attempts: dict[str, int] = dict(conn.execute(
             text("SELECT id, attempts - free_attempts FROM items "
                  "WHERE batch_id = :b AND status = 'in_batch'"), {"b": batch.id}).all())
 

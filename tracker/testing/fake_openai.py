@@ -163,7 +163,7 @@ class FakeOpenAI:
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     def start(self) -> FakeOpenAI:
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
@@ -307,8 +307,8 @@ class FakeOpenAI:
         if parts == ["files"] and method == "GET":
             records = sorted(state.files.values(), key=lambda f: f.created_at,
                              reverse=query.get("order", ["desc"])[0] != "asc")
-            purpose = query.get("purpose", [None])[0]
-            data = [f.as_json() for f in records if purpose is None or f.purpose == purpose]
+            wanted = query.get("purpose", [None])[0]
+            data = [f.as_json() for f in records if wanted is None or f.purpose == wanted]
             return _json(200, _page(data, query, default_limit=10000))
         if len(parts) == 2 and parts[0] == "files" and method == "GET":
             return _json(200, state.get_file(parts[1]).as_json())
@@ -372,8 +372,9 @@ def _parse_upload(headers: Any, body: bytes) -> tuple[str, str, bytes]:
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
         payload = part.get_payload(decode=True) or b""
+        assert isinstance(payload, bytes)
         if name == "file":
-            filename, content = part.get_filename() or "", payload
+            filename, content = str(part.get_filename() or ""), payload
         elif name:
             fields[str(name)] = payload.decode()
     if "purpose" not in fields:
@@ -394,7 +395,7 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _body(self) -> bytes:
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                chunks = []
+                chunks: list[bytes] = []
                 while True:
                     size = int(self.rfile.readline().strip(), 16)
                     if size == 0:
