@@ -21,6 +21,7 @@ POINTS = (
     "after_pack",  # the batch row and its items are committed, nothing uploaded
     "after_upload",  # the input file is uploaded and its id stored, no create sent
     "before_create",  # the create intent is committed, the create not yet sent
+    "before_create_call",  # the lease was checked just now; the create is sent next
     "after_create",  # the create POST returned, its batch id not yet stored
     "before_ingest_write",  # results downloaded and verified, nothing written yet
     "mid_ingest",  # half the items updated inside the ingest transaction (rolled back)

@@ -8,8 +8,10 @@ payload, an id repeated within the file, or any bad line aborts the whole file.
 from __future__ import annotations
 
 import json
+import math
+import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -45,12 +47,26 @@ def estimate_tokens(payload_json: str) -> int:
 
 
 class _NonStandardNumber(str):
-    """`NaN`, `Infinity` or `-Infinity` as Python's parser accepts them; strict JSON does not."""
+    """`NaN`, `Infinity`, or a number too large for a float: Python's parser takes them,
+    strict JSON and the provider do not."""
 
 
-def _find_non_standard(value: object, path: str = "") -> tuple[str, str] | None:
-    """The key path and text of the first non-standard number in a parsed record, if any."""
-    if isinstance(value, _NonStandardNumber):
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _non_standard(text: str, seen: list[str]) -> _NonStandardNumber:
+    seen.append(text)
+    return _NonStandardNumber(text)
+
+
+def _finite(text: str, seen: list[str]) -> float | _NonStandardNumber:
+    value = float(text)
+    return value if math.isfinite(value) else _non_standard(text, seen)
+
+
+def _find(value: object, bad: Callable[[object], bool], path: str = "") -> tuple[str, str]:
+    """The key path and text of the first value in a parsed record that is `bad`."""
+    if bad(value):
         return path or "(top level)", str(value)
     children: list[tuple[str, object]] = []
     if isinstance(value, dict):
@@ -58,10 +74,10 @@ def _find_non_standard(value: object, path: str = "") -> tuple[str, str] | None:
     elif isinstance(value, list):
         children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
     for child_path, child in children:
-        found = _find_non_standard(child, child_path)
-        if found is not None:
+        found = _find(child, bad, child_path)
+        if found[0]:
             return found
-    return None
+    return "", ""
 
 
 def _parse_line(
@@ -71,14 +87,15 @@ def _parse_line(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: not valid UTF-8 (byte {exc.start + 1})") from None
+    odd: list[str] = []
     try:
-        record = json.loads(text, parse_constant=_NonStandardNumber)
+        record = json.loads(text, parse_constant=lambda c: _non_standard(c, odd),
+                            parse_float=lambda f: _finite(f, odd))
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-    bad = _find_non_standard(record) if ("NaN" in text or "Infinity" in text) else None
-    if bad is not None:
-        path, constant = bad
-        raise InputError(f"{where}: field '{path}': {constant} is not valid JSON "
+    if odd:
+        path, constant = _find(record, lambda v: isinstance(v, _NonStandardNumber))
+        raise InputError(f"{where}: field '{path}': {constant} is not a finite number "
                          "(the provider refuses it)")
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -108,6 +125,10 @@ def _parse_line(
     if not accepts[model]:
         raise InputError(f"{where}: field 'model': {model!r} is not enabled in the config")
     payload_json = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not payload_json.isascii() and _LONE_SURROGATE.search(payload_json):
+        path, _ = _find(payload, lambda v: isinstance(v, str) and bool(_LONE_SURROGATE.search(v)))
+        raise InputError(f"{where}: field 'input_payload.{path}': holds a lone UTF-16 "
+                         "surrogate (an escape like \\ud800 without its pair), which is not text")
     return item_id, model, payload_json, estimate_tokens(payload_json)
 
 

@@ -48,6 +48,7 @@ class Batch(SQLModel, table=True):
     input_file_created_at: int | None = None
     last_seen_at: float | None = None
     results_missing_since: float | None = None
+    requeue_unfinished: int = 0
 
 
 class Item(SQLModel, table=True):

@@ -14,3 +14,8 @@ ALTER TABLE batches ADD COLUMN last_seen_at REAL;
 -- When a step first found the batch's results not (yet) downloadable (a file promised by the
 -- counts but not named, or a 404 on a file): the wait is bounded by the grace period.
 ALTER TABLE batches ADD COLUMN results_missing_since REAL;
+-- 1 when the tracker cancelled the batch itself because it answered 404 past the grace period
+-- (not because anyone asked): its unfinished lines go back to the queue rather than ending
+-- `cancelled`.
+ALTER TABLE batches ADD COLUMN requeue_unfinished INTEGER NOT NULL DEFAULT 0
+    CHECK (requeue_unfinished IN (0, 1));

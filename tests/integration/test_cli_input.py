@@ -88,10 +88,14 @@ BAD_LINES = [
     (b'{"id": "a", "input_payload": {"messages": ["\xff\xfe"]}}\n', ":1:", "UTF-8"),
     ((_line("a", "x" * (1024 * 1024 + 10)) + "\n").encode(), ":1:", "longer than 1 MB"),
     (b'{"id": "a", "input_payload": {"messages": [{"role": "user", "content": "x"}], '
-     b'"temperature": NaN}}\n', ":1:", "field 'input_payload.temperature': NaN is not valid"),
+     b'"temperature": NaN}}\n', ":1:", "field 'input_payload.temperature': NaN is not a finite"),
     (b'{"id": "a", "input_payload": {"messages": [{"role": "user", "content": "x"}], '
      b'"logit_bias": {"50256": -Infinity}}}\n', ":1:",
      "field 'input_payload.logit_bias.50256': -Infinity"),
+    (b'{"id": "a", "input_payload": {"messages": [{"role": "user", "content": "x"}], '
+     b'"temperature": 1e999}}\n', ":1:", "field 'input_payload.temperature': 1e999 is not a"),
+    (b'{"id": "a", "input_payload": {"messages": [{"role": "user", "content": "x\\ud800"}]}}\n',
+     ":1:", "field 'input_payload.messages[0].content': holds a lone UTF-16 surrogate"),
     (b"", "", "no items"),
     (b"\n\n  \n", "", "no items"),
 ]

@@ -238,7 +238,12 @@ class OpenAIBatchProvider(BaseBatchProvider):
         directory: Path | None = None,
         skip_unavailable: bool = False,
     ) -> OpenAIFetchedResults:
-        status = self.poll_status(provider_batch_id)
+        try:
+            status = self.poll_status(provider_batch_id)
+        except PermanentProviderError as exc:
+            if exc.status_code == 404 and skip_unavailable and directory is not None:
+                return self._kept_results(provider_batch_id, directory, expected_custom_ids)
+            raise
         if not status.is_terminal:
             raise TransientProviderError(
                 f"batch {provider_batch_id} is {status.provider_status}; results come when it ends",
@@ -251,7 +256,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
             directory.mkdir(parents=True, exist_ok=True)
         try:
             files = [path for kind, file_id, expected in self._result_files(status)
-                     if (path := self._verified_file(directory, kind, file_id, expected, status,
+                     if (path := self._verified_file(directory, kind, file_id, expected,
                                                      skip_unavailable)) is not None]
         except BaseException:
             if not keep:
@@ -259,6 +264,18 @@ class OpenAIBatchProvider(BaseBatchProvider):
             raise
         return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
                                     remove_directory=not keep)
+
+    @staticmethod
+    def _kept_results(provider_batch_id: str, directory: Path,
+                      expected_custom_ids: Iterable[str] | None) -> OpenAIFetchedResults:
+        """The batch is gone (404) for good: the files verified before it went are what there
+        is; every other line counts as missing."""
+        files = [path for kind in ("output", "error")
+                 for path in sorted(directory.glob(f"{kind}-*.jsonl"))]
+        status = BatchStatus(provider_batch_id=provider_batch_id, provider_status="not_found",
+                             normalized_status=NormalizedStatus.FAILED, known_status=False)
+        return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
+                                    remove_directory=False)
 
     @staticmethod
     def _result_files(status: BatchStatus) -> list[tuple[str, str | None, int]]:
@@ -274,7 +291,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
                 ("error", status.error_file_id, counts.failed)]
 
     def _verified_file(self, directory: Path, kind: str, file_id: str | None, expected: int,
-                       status: BatchStatus, skip_unavailable: bool) -> Path | None:
+                       skip_unavailable: bool) -> Path | None:
         """The downloaded and checked file (reused when an earlier call verified it), or None
         when there is none; `ResultsNotReady` while one is promised but not downloadable."""
         if not file_id:
@@ -297,7 +314,12 @@ class OpenAIBatchProvider(BaseBatchProvider):
             raise ResultsNotReady(f"{kind} file {file_id} is not found yet (404)",
                                   status_code=404, code="file_not_found") from exc
         try:
-            self._check_download(partial, file_id, expected, status)
+            self._check_download(partial, file_id, expected, lenient=skip_unavailable)
+        except ResultsNotReady:
+            partial.unlink(missing_ok=True)
+            if skip_unavailable:
+                return None  # still corrupt after the grace period: its lines count as missing
+            raise
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -420,17 +442,18 @@ class OpenAIBatchProvider(BaseBatchProvider):
             raise self._error(exc) from exc
 
     @staticmethod
-    def _check_download(path: Path, file_id: str, expected: int, status: BatchStatus) -> None:
-        """A cut-off or short file must never be taken as the batch's final results."""
+    def _check_download(path: Path, file_id: str, expected: int, *, lenient: bool) -> None:
+        """A cut-off or short file must never be taken as the batch's final results (the counts
+        of a terminal batch are final). `lenient` (after the grace period) accepts a short one."""
         try:
             lines = sum(1 for _ in read_result_file(path))
         except CorruptResultLine as exc:
-            raise TransientProviderError(
+            raise ResultsNotReady(
                 f"download of {file_id} is corrupt ({exc}); will download again",
                 code="corrupt_download",
             ) from exc
-        if status.provider_status == "completed" and lines < expected:
-            raise TransientProviderError(
+        if lines < expected and not lenient:
+            raise ResultsNotReady(
                 f"download of {file_id} has {lines} lines, the batch reports {expected}; "
                 "will download again",
                 code="short_download",

@@ -16,6 +16,7 @@ from tracker.context import Context, log
 from tracker.errors import LeaseLost, StaleBatch, StaleTransition
 from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
 from tracker.retry import backoff_delay
+from tracker.storable import storable_text
 
 #: Errors that stop all submissions to a provider until a probe succeeds.
 PAUSING_CODES = frozenset({"insufficient_quota", "invalid_api_key", "missing_api_key"})
@@ -46,7 +47,7 @@ def record_error(ctx: Context, batch_id: str, message: str, *, hint: float | Non
         conn.execute(
             text("UPDATE batches SET last_error = :e, next_action_at = :t, updated_at = :now "
                  "WHERE id = :id"),
-            {"e": message, "t": now + wait, "now": now, "id": batch_id},
+            {"e": storable_text(message), "t": now + wait, "now": now, "id": batch_id},
         )
     log.warning("batch %s: %s (try %d, next in %.1fs)", batch_id, message, failures, wait)
     return wait

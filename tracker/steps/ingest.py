@@ -16,6 +16,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -36,7 +37,7 @@ from tracker.retry import Decision, Outcome, backoff_delay, classify
 from tracker.steps.common import batch_item_ids, due_batches
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.poll import VANISHED
-from tracker.steps.reconcile import sweep_duplicates
+from tracker.steps.reconcile import sweep_duplicates, sweep_window
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
@@ -66,8 +67,9 @@ def _ingest_guarded(ctx: Context, batch: Any) -> bool:
 
 
 def _results_missing(ctx: Context, batch: Any, exc: ProviderError) -> bool:
-    """A result file (or the batch itself) is not there yet: wait, up to the grace period
-    counted from the first time it was missed; then store what there is."""
+    """A result file (or the batch itself) cannot be downloaded whole yet: wait, up to the
+    grace period counted from the first time it was missed; then store what there is, file by
+    file (a file that never came whole counts as missing)."""
     now = ctx.now()
     since = batch.results_missing_since
     if since is None:
@@ -84,14 +86,15 @@ def _results_missing(ctx: Context, batch: Any, exc: ProviderError) -> bool:
         return False
     log.error("batch %s: results still not downloadable after %.0fs: %s", batch.id,
               now - since, exc.message)
-    if isinstance(exc, ResultsNotReady):
-        ingest_batch(ctx, batch, skip_unavailable=True)
-    else:
-        _close(ctx, batch, _missing_rows(ctx, batch), f"results lost: {exc.message}")
+    ingest_batch(ctx, batch, skip_unavailable=True)
     return True
 
 
 def ingest_batch(ctx: Context, batch: Any, *, skip_unavailable: bool = False) -> None:
+    maybe_twin = batch.create_attempts > 1 or (batch.provider_batch_id is None
+                                               and batch.create_attempted_at is not None)
+    if maybe_twin and _watching_for_a_ghost(ctx, batch):
+        return
     if batch.duplicate_of is not None:
         _close(ctx, batch, [], "duplicate provider batch: results discarded")
         return
@@ -109,20 +112,41 @@ def ingest_batch(ctx: Context, batch: Any, *, skip_unavailable: bool = False) ->
     if batch.provider_status == "failed" and not (batch.output_file_id or batch.error_file_id):
         _ingest_validation_failure(ctx, batch)
         return
-    if batch.create_attempts > 1:
-        sweep_duplicates(ctx, batch)
     ids = batch_item_ids(ctx, batch.id)
     provider = ctx.provider_for_call(batch.provider)
-    directory = ctx.work_dir / f"results-{batch.id}"
     with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=ids,
-                                directory=directory,
+                                directory=results_directory(ctx, batch.id),
                                 skip_unavailable=skip_unavailable) as results:
         crash_point("before_ingest_write")
         reason = f"results stored (provider status {results.status.provider_status})"
         if skip_unavailable:
-            reason += "; lines of result files that never came count as missing"
+            reason += "; lines of result files that never came whole count as missing"
         _close(ctx, batch, results, reason)
-    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _watching_for_a_ghost(ctx: Context, batch: Any) -> bool:
+    """A create of this row was sent more than once, or its answer was lost: look once more
+    for provider batches carrying its id (cancelled as duplicates). A row that never got a
+    provider batch stays open for the sweep window, since a lagging list may show one late."""
+    try:
+        sweep_duplicates(ctx, batch)
+    except ProviderError as exc:
+        record_failure(ctx, batch.id, exc)
+        return True
+    if batch.provider_batch_id is not None or batch.duplicate_of is not None:
+        return False
+    left = sweep_window(ctx, batch) - (ctx.now() - batch.create_attempted_at)
+    if left <= 0:
+        return False
+    record_error(ctx, batch.id, f"a create of this batch may have reached the provider; "
+                 f"watching the provider's list for {left:.0f}s more before closing it",
+                 delay=min(left, max(ctx.poll_interval * 10, 5.0)))
+    return True
+
+
+def results_directory(ctx: Context, batch_id: str) -> Path:
+    """Where the verified result files of a batch are kept until it is closed."""
+    return ctx.work_dir / f"results-{batch_id}"
 
 
 def _backoff(ctx: Context, batch: Any) -> float:
@@ -195,8 +219,8 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
            not_before: float | None = None) -> None:
     now = ctx.now()
     max_attempts = ctx.max_attempts(batch.provider)
-    cancelled = batch.status == "cancelled" or batch.provider_status in ("cancelled",
-                                                                         "cancelling")
+    cancelled = (batch.status == "cancelled" or batch.provider_status in (
+        "cancelled", "cancelling")) and not batch.requeue_unfinished
     with ctx.write() as conn:
         attempts: dict[str, int] = dict(conn.execute(
             text("SELECT id, attempts - free_attempts FROM items "
@@ -213,6 +237,7 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
 
         counts = _apply(conn, batch, outcomes(), now, not_before=not_before)
         _finish(conn, batch, counts, reason, now)
+    shutil.rmtree(results_directory(ctx, batch.id), ignore_errors=True)
     crash_point("after_ingest")
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(counts))
 

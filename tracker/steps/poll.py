@@ -41,9 +41,9 @@ def poll(ctx: Context) -> int:
 
 def _poll_one(ctx: Context, batch: Any) -> None:
     provider = ctx.provider_for_call(batch.provider)
+    if needs_sweep(batch):
+        _sweep(ctx, batch)
     try:
-        if needs_sweep(ctx, batch):
-            sweep_duplicates(ctx, batch)
         status = _read_or_cancel(ctx, provider, batch)
     except TransientProviderError as exc:
         record_failure(ctx, batch.id, exc)
@@ -55,6 +55,16 @@ def _poll_one(ctx: Context, batch: Any) -> None:
             refused(ctx, batch.id, batch.provider, exc)
         return
     record_status(ctx, batch, status)
+
+
+def _sweep(ctx: Context, batch: Any) -> None:
+    """The duplicate sweep; its failure says nothing about this batch, so it is only logged
+    (the next poll sweeps again)."""
+    try:
+        sweep_duplicates(ctx, batch)
+    except ProviderError as exc:
+        log.warning("batch %s: duplicate sweep failed (%s); will sweep again", batch.id,
+                    exc.message)
 
 
 def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Any) -> BatchStatus:
@@ -131,11 +141,14 @@ def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Any,
         return
     try:
         status = provider.cancel(batch.provider_batch_id)
-    except ProviderError as cancel_error:
+    except TransientProviderError as cancel_error:
+        record_failure(ctx, batch.id, cancel_error)  # the cancel must get an answer first
+        return
+    except PermanentProviderError as cancel_error:
         log.warning("batch %s: cancel of the vanished batch: %s", batch.id,
                     cancel_error.message)
     else:
-        record_status(ctx, batch, status)  # it answered after all
+        _cancelled_by_us(ctx, batch, status)  # it answered after all
         return
     now = ctx.now()
     message = (f"vanished at the provider: 404 for more than {grace:.0f}s after it was last "
@@ -145,3 +158,15 @@ def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Any,
                           provider_status=VANISHED, last_error=message, ended_at=now,
                           next_action_at=now)
     log.error("batch %s (%s): %s", batch.id, batch.provider_batch_id, message)
+
+
+def _cancelled_by_us(ctx: Context, batch: Any, status: BatchStatus) -> None:
+    """The cancel of a batch that answered 404 for too long was taken: the batch exists. Its
+    finished lines are kept; the lines the cancel stopped go back to the queue (nobody asked
+    for them to be cancelled)."""
+    with ctx.write() as conn:
+        conn.execute(text("UPDATE batches SET requeue_unfinished = 1 WHERE id = :id"),
+                     {"id": batch.id})
+    log.warning("batch %s (%s): answered the cancel after 404s; its unfinished lines will be "
+                "re-queued", batch.id, batch.provider_batch_id)
+    record_status(ctx, batch, status)

@@ -22,8 +22,8 @@ METADATA_KEY = "tracker_batch_id"
 PROVIDER_CLOCK_SLACK = 300
 #: Without a provider timestamp (rows from before it was stored), search back this far.
 FALLBACK_SEARCH_WINDOW = 86400
-#: While a batch whose create answer was lost is open, the duplicate sweep runs at every poll
-#: for at least this long after the last create attempt (and once more before ingest).
+#: A row whose create may have reached the provider but that never got a provider batch is
+#: watched this long (at least) after its last create attempt before it is closed.
 MIN_SWEEP_WINDOW = 600.0
 
 
@@ -41,13 +41,15 @@ def find_ours(ctx: Context, batch: Any) -> list[BatchStatus]:
                                              created_after=search_from(batch))
 
 
-def needs_sweep(ctx: Context, batch: Any) -> bool:
+def needs_sweep(batch: Any) -> bool:
     """A batch whose create was sent more than once may have a twin at the provider that the
-    list had not shown yet when reconcile looked."""
-    if batch.create_attempts <= 1 or batch.create_attempted_at is None:
-        return False
-    window = max(MIN_SWEEP_WINDOW, 10 * ctx.list_lag_grace(batch.provider))
-    return ctx.now() - batch.create_attempted_at < window
+    list had not shown yet when reconcile looked: look again at every poll while it is open."""
+    return batch.create_attempts > 1
+
+
+def sweep_window(ctx: Context, batch: Any) -> float:
+    """How long after its last create attempt a lagging list may still show a new batch."""
+    return max(MIN_SWEEP_WINDOW, 10 * ctx.list_lag_grace(batch.provider))
 
 
 def adopt(ctx: Context, batch: Any, found: list[BatchStatus]) -> None:

@@ -19,6 +19,7 @@ from tracker.crashpoints import crash_point
 from tracker.db import read
 from tracker.providers.base import (
     BaseBatchProvider,
+    BatchStatus,
     BatchTooLarge,
     InvalidItemError,
     PermanentProviderError,
@@ -43,13 +44,30 @@ def submit(ctx: Context) -> int:
     return handled
 
 
+#: After an earlier create whose answer was lost, a refused create is tried again (after a
+#: reconcile) until the row has sent this many; then the row fails (and is watched for a ghost).
+MAX_CREATE_ATTEMPTS = 5
+
+
+class _Refused(Exception):
+    """The provider refused this batch in a way that proves no provider batch was made."""
+
+    def __init__(self, error: PermanentProviderError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def _submit_guarded(ctx: Context, batch: Any) -> None:
     try:
         _submit_one(ctx, batch)
+    except _Refused as refusal:
+        _submit_refused(ctx, batch, refusal.error)
     except TransientProviderError as exc:
         record_failure(ctx, batch.id, exc)
     except PermanentProviderError as exc:
-        _submit_refused(ctx, batch, exc)
+        # A refused list, or a refused create after one whose answer was lost: a batch may
+        # exist, so the row stays pending (and a bad key or no quota pauses the provider).
+        refused(ctx, batch.id, batch.provider, exc)
     else:
         ctx.resume_provider(batch.provider)
 
@@ -72,12 +90,8 @@ def _submit_one(ctx: Context, batch: Any) -> None:
     _record_create_intent(ctx, batch)
     crash_point("before_create")
     ctx.check_lease()
-    try:
-        status = provider.create_batch(input_file_id, batch.endpoint, {METADATA_KEY: batch.id})
-    except ProviderError as exc:
-        if _not_created(exc):
-            _forget_create_intent(ctx, batch)
-        raise
+    crash_point("before_create_call")
+    status = _create(ctx, batch, provider, input_file_id)
     crash_point("after_create")
     with ctx.write() as conn:
         recorded = record_created(conn, batch.id, status, f"created {status.provider_batch_id}",
@@ -100,6 +114,24 @@ def _waiting_for_list(ctx: Context, batch: Any) -> bool:
                  f"({waited:.0f}s so far)",
                  delay=min(grace - waited, max(ctx.poll_interval, 1.0)))
     return True
+
+
+def _create(ctx: Context, batch: Any, provider: BaseBatchProvider,
+            input_file_id: str) -> BatchStatus:
+    try:
+        return provider.create_batch(input_file_id, batch.endpoint, {METADATA_KEY: batch.id})
+    except ProviderError as exc:
+        if not _not_created(exc):
+            if isinstance(exc, PermanentProviderError):  # e.g. an answer that cannot be read
+                raise TransientProviderError(f"the answer to create was lost: {exc.message}",
+                                             code="create_answer_lost") from exc
+            raise
+        _forget_create_intent(ctx, batch)
+        earlier_lost = batch.create_attempted_at is not None
+        if (isinstance(exc, PermanentProviderError) and not pausing(exc)
+                and (not earlier_lost or batch.create_attempts + 1 >= MAX_CREATE_ATTEMPTS)):
+            raise _Refused(exc) from exc
+        raise
 
 
 def _not_created(exc: ProviderError) -> bool:
@@ -131,6 +163,10 @@ def _upload(ctx: Context, batch: Any, provider: BaseBatchProvider) -> str | None
         return None
     try:
         uploaded = provider.upload_input(prepared)
+    except PermanentProviderError as exc:
+        if pausing(exc):
+            raise
+        raise _Refused(exc) from exc  # no create was sent: nothing can exist at the provider
     finally:
         prepared.jsonl_path.unlink(missing_ok=True)
     with ctx.write() as conn:

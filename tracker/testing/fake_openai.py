@@ -2,8 +2,9 @@
 
 The real `openai` SDK talks to it unchanged: `OpenAI(base_url=server.base_url, api_key=...)`.
 Faults: HTTP errors with retry headers, connections dropped before or after the request is
-processed (the "ghost" create), truncated downloads, delays; scripted (`add_fault`) or random
-(`set_random_faults`); `Fault.every=N` re-arms a scripted fault to fire on every N-th match.
+processed (the "ghost" create), cut-off downloads (`truncate` cuts mid-line, `short` leaves
+out the last line), delays; scripted (`add_fault`) or random (`set_random_faults`);
+`Fault.every=N` re-arms a scripted fault to fire on every N-th match.
 Line outcomes are driven by markers in the last user message:
 `[fail:NNN]`, `[fail-once:NNN]`, `[slow]` (never finishes: the batch expires), `[invalid]`,
 `[surrogate]` (the reply content ends with a lone surrogate, written as the JSON escape),
@@ -52,7 +53,7 @@ from tracker.testing.fake_batches import (
 
 __all__ = ["FakeOpenAI", "Fault", "ManualClock"]
 
-FAULT_KINDS = ("http_error", "drop_before", "drop_after", "truncate", "delay")
+FAULT_KINDS = ("http_error", "drop_before", "drop_after", "truncate", "short", "delay")
 
 
 @dataclass
@@ -256,7 +257,12 @@ class FakeOpenAI:
 
     @property
     def executions(self) -> list[tuple[str, str, str]]:
-        return self.state.executions
+        """`(batch id, custom_id, outcome)` of every line run so far, by the clock: batches
+        nobody reads still run (a ghost is paid for whether or not it is looked at)."""
+        with self.state.lock:
+            for record in list(self.state.batches.values()):
+                self.state.refresh(record)
+            return self.state.executions
 
     @property
     def responder(self) -> Responder | None:
@@ -412,7 +418,10 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
         def _send(self, path: str, status: int, headers: dict[str, str], body: bytes,
-                  *, truncate: bool = False) -> None:
+                  *, truncate: bool = False, short: bool = False) -> None:
+            if short and body.rstrip(b"\n"):  # the last line left out, cleanly
+                cut = body.rstrip(b"\n")
+                body = cut[: cut.rfind(b"\n") + 1]
             if truncate and body.rstrip(b"\n"):
                 cut = body.rstrip(b"\n")
                 last = cut.rfind(b"\n") + 1
@@ -453,7 +462,8 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._drop(path)
                 return
             self._send(path, status, headers, payload,
-                       truncate=fault is not None and fault.kind == "truncate")
+                       truncate=fault is not None and fault.kind == "truncate",
+                       short=fault is not None and fault.kind == "short")
 
         do_GET = do_POST = do_DELETE = _serve
 
