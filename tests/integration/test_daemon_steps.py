@@ -27,11 +27,6 @@ from tracker.queries import request_cancel, retry_items, status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 
-@pytest.fixture
-def ctx(engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> Context:
-    return make_context(engine, server, clock, tmp_path)
-
-
 def _sdk(server: FakeOpenAI) -> OpenAI:
     return OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
 

@@ -61,3 +61,40 @@ def test_paused_daemon__resumes_after_takeover_and_writes_nothing(point: str,
         ingests = tracker.query("SELECT count(*) FROM transitions WHERE entity = 'batch' "
                                 "AND to_status = 'ingested'")
         assert ingests == [(1,)]
+
+
+def test_paused_between_lease_check_and_create__its_twin_is_adopted_or_cancelled(
+        tmp_path: Path) -> None:
+    """Paused after its last lease check, the old daemon still sends its create when it comes
+    back (no check can close that window). The new daemon's reconcile adopts that batch, or
+    its duplicate sweep cancels it; either way each item's result is kept once."""
+    n = 10
+    with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.5,
+                    finalizing_seconds=0.1) as server:
+        tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5)
+        tracker.enqueue(n)
+        first_log = tmp_path / "first.log"
+        first = tracker.start(pause_at="before_create_call", lease_ttl=LEASE_TTL,
+                              log_path=first_log)
+        second = None
+        try:
+            _poll_until(lambda: _stopped(first.pid))
+            _poll_until(lambda: tracker.query(
+                "SELECT expires_at FROM daemon_lease")[0][0] < time.time())
+            second = tracker.start(lease_ttl=LEASE_TTL)
+            _poll_until(lambda: tracker.query(
+                f"SELECT count(*) FROM daemon_lease WHERE pid = {second.pid}")[0][0] == 1)
+            first.send_signal(signal.SIGCONT)
+            assert _wait(first) == 1, first_log.read_text()
+            assert _wait(second) == 0, tracker.log.read_text()
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        check_invariants(tracker, server, n)
+        duplicates = tracker.query("SELECT provider_batch_id FROM batches "
+                                   "WHERE duplicate_of IS NOT NULL")
+        assert len(server.batches) == 1 + len(duplicates)
+        for (provider_batch_id,) in duplicates:
+            assert server.get_batch(provider_batch_id)["status"] in ("cancelled", "completed")

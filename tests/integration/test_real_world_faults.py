@@ -34,11 +34,6 @@ from tracker.queries import request_cancel, status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 
-@pytest.fixture
-def ctx(engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> Context:
-    return make_context(engine, server, clock, tmp_path)
-
-
 def executions(server: FakeOpenAI) -> Counter[str]:
     """How many times each item ran successfully at the provider (what was paid for)."""
     return Counter(custom_id for _, custom_id, outcome in server.executions
@@ -356,3 +351,80 @@ def test_two_files_one_bad_each_try__only_the_bad_one_is_fetched_again(
     stored = items(ctx)
     assert (stored["a"].status, stored["bad"].status) == ("succeeded", "failed")
     assert server.count_requests("GET", "/v1/files/*/content") == 3
+
+
+# -- the edges of the above ------------------------------------------------------------------
+
+
+def test_vanished_batch_that_answers_the_cancel__unfinished_lines_requeued_not_cancelled(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=100.0,
+                    cancelling_seconds=1.0) as server:
+        ctx = make_context(engine, server, clock, tmp_path,
+                           make_config(provider={"not_found_grace": 10.0}))
+        enqueue(ctx, {"a": "one", "b": "two"})
+        until(ctx, clock, lambda: local_batch_statuses(ctx) == ["in_progress"])
+        server.add_fault(Fault(method="GET", path="/v1/batches/batch_*", status=404,
+                               message="No such Batch object", times=None))
+        server.add_fault(Fault(method="POST", path="/v1/batches/*/cancel", status=503, times=1))
+        until(ctx, clock, lambda: server.count_requests("POST", "/v1/batches/*/cancel") == 1,
+              max_ticks=60)
+        run_steps_once(ctx)
+        assert local_batch_statuses(ctx) == ["in_progress"]  # the cancel got no answer yet
+        until(ctx, clock, lambda: batches(ctx)[0].requeue_unfinished == 1, max_ticks=120)
+        server.clear_faults()
+        drive(ctx, clock, max_ticks=400)
+        stored = items(ctx)
+        assert {k: (v.status, v.attempts) for k, v in stored.items()} == {
+            "a": ("succeeded", 2), "b": ("succeeded", 2)}
+        assert all(to != "cancelled" for _, to, _ in history(ctx, "a") + history(ctx, "b"))
+
+
+@pytest.mark.parametrize("fault", [
+    Fault(method="POST", path="/v1/batches", kind="truncate", times=1),  # unreadable answer
+    Fault(method="POST", path="/v1/batches", kind="drop_after", times=1),
+])
+def test_lost_create_then_a_refused_list__the_row_stays_pending_and_adopts(
+        ctx: Context, server: FakeOpenAI, clock: ManualClock, fault: Fault) -> None:
+    server.add_fault(fault)
+    server.add_fault(Fault(method="GET", path="/v1/batches", status=404, times=1))
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+    drive(ctx, clock)
+    assert len(server.batches) == 1
+    assert executions(server) == {"q0": 1, "q1": 1, "q2": 1}
+
+
+def test_batch_404_for_good_after_one_file_was_verified__that_file_is_stored(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path,
+                       make_config(provider={"not_found_grace": 10.0}))
+    # the first download (the output file) is fine; every later one is cut off
+    server.add_fault(Fault(method="GET", path="/v1/files/*/content", kind="truncate",
+                           times=None, skip=1))
+    enqueue(ctx, {"a": "one", "bad": "two [fail:400]"})
+    until(ctx, clock, lambda: server.count_requests("GET", "/v1/files/*/content") >= 2)
+    server.add_fault(Fault(method="GET", path="/v1/batches/batch_*", status=404,
+                           message="No such Batch object", times=None))
+    until(ctx, clock, lambda: local_batch_statuses(ctx) == ["ingested"], max_ticks=60)
+    server.clear_faults()
+    drive(ctx, clock)
+    stored = items(ctx)
+    assert (stored["a"].status, stored["a"].attempts) == ("succeeded", 1)
+    assert (stored["bad"].status, stored["bad"].attempts) == ("failed", 2)
+    assert executions(server) == {"a": 1}
+    assert not list(tmp_path.glob("results-*"))  # kept files are removed once closed
+
+
+def test_expired_batch_output_missing_its_last_line__downloaded_again(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=2.0,
+                    completion_window_seconds=20.0) as server:
+        ctx = make_context(engine, server, clock, tmp_path)
+        server.add_fault(Fault(method="GET", path="/v1/files/*/content", kind="short",
+                               times=1))
+        enqueue(ctx, {"a": "one", "b": "two", "slow": "three [slow]"})
+        drive(ctx, clock)
+        stored = items(ctx)
+        assert (stored["a"].status, stored["a"].attempts) == ("succeeded", 1)
+        assert (stored["b"].status, stored["b"].attempts) == ("succeeded", 1)
+        assert executions(server) == {"a": 1, "b": 1}
