@@ -53,6 +53,10 @@ def _show_audit(db: Path) -> None:
     print(f"\nthe database is {db}; the README's 'Auditing with SQL' has more queries")
 
 
+#: The fake server misbehaves the way real providers are reported to; nothing runs twice.
+EVENTUALLY_CONSISTENT = ["--batch-not-found-seconds", "0.5", "--late-files-seconds", "1.0"]
+
+
 def main() -> None:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir()
@@ -60,12 +64,13 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "tracker.testing.fake_openai", "--port-file", str(url_file),
          "--validating-seconds", "0.3", "--in-progress-seconds", "1.0",
-         "--finalizing-seconds", "0.2"],
+         "--finalizing-seconds", "0.2", *EVENTUALLY_CONSISTENT],
         stdout=subprocess.DEVNULL,
     )
     try:
         base_url = _wait_for_file(url_file, server, time.monotonic() + 15)
-        print(f"fake OpenAI Batch API on {base_url}")
+        print(f"fake OpenAI Batch API on {base_url}, eventually consistent as real ones are: "
+              "404 for 0.5 s after a create, result files named 1 s after the status")
         env = {**os.environ, "OPENAI_API_KEY": "sk-demo-not-a-real-key",
                "OPENAI_BASE_URL": base_url, "TRACKER_DB": f"sqlite:///{RUN_DIR}/tracker.db"}
         env.pop("TRACKER_CONFIG", None)
