@@ -208,7 +208,9 @@ def status(settings: Settings, as_json: bool) -> None:
     for paused in report["paused_providers"]:
         click.echo(f"PAUSED {paused['provider']}: {paused['reason']}")
     for error in report["batch_errors"]:
-        click.echo(f"batch {error['id']} ({error['status']}): {error['last_error']}")
+        wait = error["next_try_in_seconds"]
+        when = f" (next try in {wait:.0f}s)" if wait else ""
+        click.echo(f"batch {error['id']} ({error['status']}): {error['last_error']}{when}")
 
 
 def _counts(counts: dict[str, int]) -> str:

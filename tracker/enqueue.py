@@ -102,6 +102,8 @@ def _parse_line(
     item_id = record.get("id")
     if not isinstance(item_id, str) or not item_id.strip():
         raise InputError(f"{where}: field 'id' must be a non-empty string")
+    if _LONE_SURROGATE.search(item_id):
+        raise InputError(f"{where}: field 'id': holds a lone UTF-16 surrogate, which is not text")
     payload = record.get("input_payload")
     if not isinstance(payload, dict):
         raise InputError(f"{where}: field 'input_payload' must be an object (id {item_id!r})")

@@ -33,9 +33,10 @@ def status_report(engine: Engine, now: float) -> dict[str, Any]:
             "SELECT provider, paused_reason AS reason, paused_at, next_probe_at "
             "FROM provider_state WHERE paused_reason IS NOT NULL"))]
         errors = [dict(r._mapping) for r in conn.execute(text(
-            "SELECT id, provider_batch_id, status, last_error FROM batches "
+            "SELECT id, provider_batch_id, status, last_error, "
+            "round(max(next_action_at - :now, 0), 1) AS next_try_in_seconds FROM batches "
             "WHERE status <> 'ingested' AND last_error IS NOT NULL ORDER BY updated_at DESC "
-            "LIMIT 10"))]
+            "LIMIT 10"), {"now": now})]
         daemon = conn.execute(text(
             "SELECT host, pid, heartbeat_at, expires_at FROM daemon_lease")).one_or_none()
     return {

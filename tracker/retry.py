@@ -26,6 +26,13 @@ class Decision:
     error_message: str | None = None
     error_code: str | None = None
     error_status: int | None = None
+    #: A retry that does not use up an attempt (the send was not the item's fault).
+    refund: bool = False
+
+
+def is_unfinished(row: ProviderResultRow) -> bool:
+    """A line its batch's cancel stopped, or one in neither file: it never ran."""
+    return row.error_code in CANCELLED_LINE_CODES or row.error_code == "missing_result"
 
 
 def is_permanent_line(row: ProviderResultRow) -> bool:
@@ -48,24 +55,20 @@ def classify(
     """
     if row.is_success:
         return Decision(Outcome.SUCCEEDED, "result stored")
-    fields = {"error_message": row.error_message, "error_code": row.error_code}
-    status: int | None = row.status_code
-    if batch_cancelled and (row.error_code in CANCELLED_LINE_CODES
-                            or row.error_code == "missing_result"):
+
+    def decide(outcome: Outcome, reason: str) -> Decision:
+        return Decision(outcome, reason, error_message=row.error_message,
+                        error_code=row.error_code, error_status=row.status_code)
+
+    if batch_cancelled and is_unfinished(row):
         who = "by tracker cancel" if cancelled_by_tracker else "outside the tracker"
-        return Decision(Outcome.CANCELLED, f"batch was cancelled {who}", **fields,
-                        error_status=status)
+        return decide(Outcome.CANCELLED, f"batch was cancelled {who}")
     if is_permanent_line(row):
-        return Decision(Outcome.FAILED, f"permanent error: {row.error_message}", **fields,
-                        error_status=status)
+        return decide(Outcome.FAILED, f"permanent error: {row.error_message}")
     if attempts >= max_attempts:
-        return Decision(
-            Outcome.FAILED,
-            f"gave up after {attempts} attempts; last error: {row.error_message}",
-            **fields, error_status=status,
-        )
-    return Decision(Outcome.RETRY, f"retryable error: {row.error_message}", **fields,
-                    error_status=status)
+        return decide(Outcome.FAILED,
+                      f"gave up after {attempts} attempts; last error: {row.error_message}")
+    return decide(Outcome.RETRY, f"retryable error: {row.error_message}")
 
 
 def backoff_delay(

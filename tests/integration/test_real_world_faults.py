@@ -360,8 +360,8 @@ def test_vanished_batch_that_answers_the_cancel__unfinished_lines_requeued_not_c
         engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
     with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=100.0,
                     cancelling_seconds=1.0) as server:
-        ctx = make_context(engine, server, clock, tmp_path,
-                           make_config(provider={"not_found_grace": 10.0}))
+        ctx = make_context(engine, server, clock, tmp_path, make_config(
+            max_attempts=1, provider={"not_found_grace": 10.0}))  # the re-queue is free
         enqueue(ctx, {"a": "one", "b": "two"})
         until(ctx, clock, lambda: local_batch_statuses(ctx) == ["in_progress"])
         server.add_fault(Fault(method="GET", path="/v1/batches/batch_*", status=404,
@@ -428,3 +428,70 @@ def test_expired_batch_output_missing_its_last_line__downloaded_again(
         assert (stored["a"].status, stored["a"].attempts) == ("succeeded", 1)
         assert (stored["b"].status, stored["b"].attempts) == ("succeeded", 1)
         assert executions(server) == {"a": 1, "b": 1}
+
+
+def test_vanished_batch_cancelled_by_the_operator_too__its_items_end_cancelled(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=100.0,
+                    cancelling_seconds=1.0) as server:
+        ctx = make_context(engine, server, clock, tmp_path,
+                           make_config(provider={"not_found_grace": 10.0}))
+        enqueue(ctx, {"a": "one", "b": "two"})
+        until(ctx, clock, lambda: local_batch_statuses(ctx) == ["in_progress"])
+        server.add_fault(Fault(method="GET", path="/v1/batches/batch_*", status=404,
+                               message="No such Batch object", times=None))
+        until(ctx, clock, lambda: batches(ctx)[0].requeue_unfinished == 1, max_ticks=120)
+        request_cancel(ctx, batches(ctx)[0].provider_batch_id, all_open=False)
+        server.clear_faults()
+        drive(ctx, clock)
+        assert items_by_status(ctx) == {"cancelled": 2}
+        assert executions(server) == Counter()
+
+
+def test_vanished_batch_whose_cancel_is_refused_with_400__not_given_up(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=100.0) as server:
+        ctx = make_context(engine, server, clock, tmp_path,
+                           make_config(provider={"not_found_grace": 10.0}))
+        enqueue(ctx, {"a": "one", "b": "two"})
+        until(ctx, clock, lambda: local_batch_statuses(ctx) == ["in_progress"])
+        server.add_fault(Fault(method="GET", path="/v1/batches/batch_*", status=404,
+                               message="No such Batch object", times=None))
+        server.add_fault(Fault(method="POST", path="/v1/batches/*/cancel", status=400,
+                               times=None))
+        until(ctx, clock, lambda: server.count_requests("POST", "/v1/batches/*/cancel") >= 1,
+              max_ticks=120)
+        run_steps_once(ctx)
+        assert local_batch_statuses(ctx) == ["in_progress"]
+        server.clear_faults()
+        drive(ctx, clock, max_ticks=400)
+        assert {k: (v.status, v.attempts) for k, v in items(ctx).items()} == {
+            "a": ("succeeded", 1), "b": ("succeeded", 1)}
+        assert executions(server) == {"a": 1, "b": 1}
+
+
+def test_create_rate_limited_then_refused__the_row_fails_and_its_items_go_on(
+        ctx: Context, server: FakeOpenAI, clock: ManualClock) -> None:
+    server.add_fault(Fault(method="POST", path="/v1/batches", status=429,
+                           headers={"retry-after": "0"}, times=1))
+    server.add_fault(Fault(method="POST", path="/v1/batches", status=400, times=1))
+    enqueue(ctx, {"a": "one", "b": "two"})
+    drive(ctx, clock)
+    assert {k: (v.status, v.attempts) for k, v in items(ctx).items()} == {
+        "a": ("succeeded", 2), "b": ("succeeded", 2)}
+    assert len(server.batches) == 1
+
+
+def test_model_dropped_from_the_provider_before_upload__the_row_fails_not_stuck(
+        ctx: Context, server: FakeOpenAI, clock: ManualClock) -> None:
+    from tracker.providers.openai import OpenAIBatchProvider
+
+    enqueue(ctx, {"a": "one"})
+    ctx.providers["openai"] = OpenAIBatchProvider({
+        "api_key": "sk-test-key-0123456789", "base_url": server.base_url, "max_retries": 0,
+        "models": [{"name": "gpt-4o", "mode": "chat"}]})
+    drive(ctx, clock)
+    stored = items(ctx)["a"]
+    assert (stored.status, stored.attempts) == ("failed", 3)
+    assert "not configured" in stored.error_message
+    assert len(server.batches) == 0

@@ -33,7 +33,7 @@ from tracker.providers.base import (
     TransientProviderError,
 )
 from tracker.providers.openai_results import missing_result_row
-from tracker.retry import Decision, Outcome, backoff_delay, classify
+from tracker.retry import Decision, Outcome, backoff_delay, classify, is_unfinished
 from tracker.steps.common import batch_item_ids, due_batches
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.poll import VANISHED
@@ -133,7 +133,8 @@ def _watching_for_a_ghost(ctx: Context, batch: Any) -> bool:
     except ProviderError as exc:
         record_failure(ctx, batch.id, exc)
         return True
-    if batch.provider_batch_id is not None or batch.duplicate_of is not None:
+    if (batch.provider_batch_id is not None or batch.duplicate_of is not None
+            or batch.create_attempted_at is None):  # None: every create was refused outright
         return False
     left = sweep_window(ctx, batch) - (ctx.now() - batch.create_attempted_at)
     if left <= 0:
@@ -219,8 +220,11 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
            not_before: float | None = None) -> None:
     now = ctx.now()
     max_attempts = ctx.max_attempts(batch.provider)
-    cancelled = (batch.status == "cancelled" or batch.provider_status in (
-        "cancelled", "cancelling")) and not batch.requeue_unfinished
+    # Asked for by someone, or done outside the tracker; not the tracker's own cancel of a
+    # batch that answered 404 for too long (its unfinished lines go back to the queue).
+    cancelled = bool(batch.cancel_requested) or (
+        (batch.status == "cancelled" or batch.provider_status in ("cancelled", "cancelling"))
+        and not batch.requeue_unfinished)
     with ctx.write() as conn:
         attempts: dict[str, int] = dict(conn.execute(
             text("SELECT id, attempts - free_attempts FROM items "
@@ -231,6 +235,11 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
                 sent = attempts.pop(row.custom_id, None)
                 if sent is None:
                     continue  # not (or no longer) an item of this batch
+                if batch.requeue_unfinished and not cancelled and is_unfinished(row):
+                    yield row.custom_id, Decision(
+                        Outcome.RETRY, "the tracker cancelled its batch after 404s; re-queued, "
+                        "attempt not used", refund=True), row
+                    continue
                 yield row.custom_id, classify(
                     row, sent, max_attempts, batch_cancelled=cancelled,
                     cancelled_by_tracker=bool(batch.cancel_requested)), row
@@ -248,7 +257,8 @@ def _apply(conn: Connection, batch: Any,
     counts: Counter[str] = Counter()
     halfway = max(batch.item_count // 2, 1)
     for item_id, decision, row in outcomes:
-        _apply_one(conn, item_id, decision, row, now, refund=refund, not_before=not_before)
+        _apply_one(conn, item_id, decision, row, now, refund=refund or decision.refund,
+                   not_before=not_before)
         counts[decision.outcome.value] += 1
         if counts.total() == halfway:
             crash_point("mid_ingest")

@@ -41,7 +41,7 @@ def poll(ctx: Context) -> int:
 
 def _poll_one(ctx: Context, batch: Any) -> None:
     provider = ctx.provider_for_call(batch.provider)
-    if needs_sweep(batch):
+    if needs_sweep(ctx, batch):
         _sweep(ctx, batch)
     try:
         status = _read_or_cancel(ctx, provider, batch)
@@ -145,6 +145,10 @@ def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Any,
         record_failure(ctx, batch.id, cancel_error)  # the cancel must get an answer first
         return
     except PermanentProviderError as cancel_error:
+        if cancel_error.status_code not in (404, 410):
+            # Refused, but not unknown: the batch may well exist, so it is not given up.
+            refused(ctx, batch.id, batch.provider, cancel_error)
+            return
         log.warning("batch %s: cancel of the vanished batch: %s", batch.id,
                     cancel_error.message)
     else:

@@ -22,8 +22,9 @@ METADATA_KEY = "tracker_batch_id"
 PROVIDER_CLOCK_SLACK = 300
 #: Without a provider timestamp (rows from before it was stored), search back this far.
 FALLBACK_SEARCH_WINDOW = 86400
-#: A row whose create may have reached the provider but that never got a provider batch is
-#: watched this long (at least) after its last create attempt before it is closed.
+#: After a create whose answer may have been lost, the provider's list is watched this long
+#: (at least) for a twin: at every poll of an open batch, and before a row that never got a
+#: provider batch is closed.
 MIN_SWEEP_WINDOW = 600.0
 
 
@@ -41,10 +42,13 @@ def find_ours(ctx: Context, batch: Any) -> list[BatchStatus]:
                                              created_after=search_from(batch))
 
 
-def needs_sweep(batch: Any) -> bool:
+def needs_sweep(ctx: Context, batch: Any) -> bool:
     """A batch whose create was sent more than once may have a twin at the provider that the
-    list had not shown yet when reconcile looked: look again at every poll while it is open."""
-    return batch.create_attempts > 1
+    list had not shown yet when reconcile looked: look again at every poll for the sweep
+    window after the last create (and once more before ingest)."""
+    if batch.create_attempts <= 1 or batch.create_attempted_at is None:
+        return False
+    return ctx.now() - batch.create_attempted_at < sweep_window(ctx, batch)
 
 
 def sweep_window(ctx: Context, batch: Any) -> float:

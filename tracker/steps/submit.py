@@ -158,7 +158,12 @@ def _forget_create_intent(ctx: Context, batch: Any) -> None:
 
 
 def _upload(ctx: Context, batch: Any, provider: BaseBatchProvider) -> str | None:
-    prepared = _build(ctx, batch, provider)
+    try:
+        prepared = _build(ctx, batch, provider)
+    except PermanentProviderError as exc:  # e.g. the model is no longer configured
+        if pausing(exc):
+            raise
+        raise _Refused(exc) from exc
     if prepared is None:
         return None
     try:
