@@ -26,6 +26,30 @@ def _stopped(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "T"
 
 
+def _pause_takeover_resume(tracker: Tracker, point: str, first_log: Path) -> None:
+    """Start a daemon that SIGSTOPs itself at `point`; once its lease has expired start a
+    second one; when the second holds the lease, resume the first. The first must exit 1
+    (lease lost), the second 0 (all done)."""
+    first = tracker.start(pause_at=point, lease_ttl=LEASE_TTL, log_path=first_log)
+    second = None
+    try:
+        _poll_until(lambda: _stopped(first.pid))
+        _poll_until(lambda: tracker.query(
+            "SELECT expires_at FROM daemon_lease")[0][0] < time.time())
+        second = tracker.start(lease_ttl=LEASE_TTL)
+        _poll_until(lambda: tracker.query(
+            f"SELECT count(*) FROM daemon_lease WHERE pid = {second.pid}")[0][0] == 1)
+        first.send_signal(signal.SIGCONT)  # both run now; the first no longer owns the lease
+        assert _wait(first) == 1, first_log.read_text()
+        assert _wait(second) == 0, tracker.log.read_text()
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "lost the daemon lease" in first_log.read_text()
+
+
 @pytest.mark.parametrize("point", ["after_upload", "before_create", "before_ingest_write"])
 def test_paused_daemon__resumes_after_takeover_and_writes_nothing(point: str,
                                                                  tmp_path: Path) -> None:
@@ -34,25 +58,7 @@ def test_paused_daemon__resumes_after_takeover_and_writes_nothing(point: str,
                     finalizing_seconds=0.1) as server:
         tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5)
         tracker.enqueue(n)
-        first_log = tmp_path / "first.log"
-        first = tracker.start(pause_at=point, lease_ttl=LEASE_TTL, log_path=first_log)
-        second = None
-        try:
-            _poll_until(lambda: _stopped(first.pid))
-            _poll_until(lambda: tracker.query(
-                "SELECT expires_at FROM daemon_lease")[0][0] < time.time())
-            second = tracker.start(lease_ttl=LEASE_TTL)
-            _poll_until(lambda: tracker.query(
-                f"SELECT count(*) FROM daemon_lease WHERE pid = {second.pid}")[0][0] == 1)
-            first.send_signal(signal.SIGCONT)  # both run now; the first no longer owns the lease
-            assert _wait(first) == 1, first_log.read_text()
-            assert _wait(second) == 0, tracker.log.read_text()
-        finally:
-            for proc in (first, second):
-                if proc is not None and proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-        assert "lost the daemon lease" in first_log.read_text()
+        _pause_takeover_resume(tracker, point, tmp_path / "first.log")
         check_invariants(tracker, server, n)
         assert len(server.batches) == 1  # no duplicate provider batch was created
         paid = Counter(custom_id for _, custom_id, outcome in server.executions
@@ -73,25 +79,7 @@ def test_paused_between_lease_check_and_create__its_twin_is_adopted_or_cancelled
                     finalizing_seconds=0.1) as server:
         tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5)
         tracker.enqueue(n)
-        first_log = tmp_path / "first.log"
-        first = tracker.start(pause_at="before_create_call", lease_ttl=LEASE_TTL,
-                              log_path=first_log)
-        second = None
-        try:
-            _poll_until(lambda: _stopped(first.pid))
-            _poll_until(lambda: tracker.query(
-                "SELECT expires_at FROM daemon_lease")[0][0] < time.time())
-            second = tracker.start(lease_ttl=LEASE_TTL)
-            _poll_until(lambda: tracker.query(
-                f"SELECT count(*) FROM daemon_lease WHERE pid = {second.pid}")[0][0] == 1)
-            first.send_signal(signal.SIGCONT)
-            assert _wait(first) == 1, first_log.read_text()
-            assert _wait(second) == 0, tracker.log.read_text()
-        finally:
-            for proc in (first, second):
-                if proc is not None and proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+        _pause_takeover_resume(tracker, "before_create_call", tmp_path / "first.log")
         check_invariants(tracker, server, n)
         duplicates = tracker.query("SELECT provider_batch_id FROM batches "
                                    "WHERE duplicate_of IS NOT NULL")
