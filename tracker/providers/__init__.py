@@ -4,11 +4,11 @@ from tracker.providers import registry
 from tracker.providers.base import (
     BaseBatchProvider,
     BatchError,
-    BatchStatus,
     FetchedResults,
     NormalizedStatus,
     PermanentProviderError,
     PreparedBatch,
+    ProviderBatch,
     ProviderError,
     ProviderResultRow,
     RequestCounts,
@@ -19,7 +19,7 @@ from tracker.providers.base import (
 __all__ = [
     "BaseBatchProvider",
     "BatchError",
-    "BatchStatus",
+    "ProviderBatch",
     "FetchedResults",
     "NormalizedStatus",
     "PermanentProviderError",

@@ -138,7 +138,10 @@ class PreparedBatch:
 
 
 @dataclass(frozen=True)
-class BatchStatus:
+class ProviderBatch:
+    """What the provider says about one of its batches at one moment (a snapshot; the
+    tracker's own batch status is `tracker.states.BatchStatus`)."""
+
     provider_batch_id: str
     provider_status: str
     normalized_status: NormalizedStatus
@@ -162,7 +165,7 @@ class BatchStatus:
 class SubmitResult:
     provider_batch_id: str
     input_file_id: str
-    status: BatchStatus
+    status: ProviderBatch
 
 
 @dataclass(frozen=True)
@@ -201,15 +204,23 @@ class BaseBatchProvider(ABC):
         metadata: Mapping[str, str] | None = None,
         directory: Path | None = None,
     ) -> PreparedBatch:
-        """Write the provider's input file for `items` (each `{"id", "input_payload"}`)."""
+        """Write the provider's input file for `items` (each `{"id", "input_payload"}`), in
+        the order given (line n is the n-th item). Local only, no network; safe to repeat.
+
+        Raises `InvalidItemError` naming the one item it cannot send, `BatchTooLarge` saying
+        how many items fit, `PermanentProviderError` for a model or mode it does not serve."""
 
     @abstractmethod
     def submit(self, prepared: PreparedBatch) -> SubmitResult:
-        """Upload the input file and create the batch."""
+        """Upload the input file and create the batch (the seed's one-call submit). Not safe
+        to repeat: a lost answer may hide a batch; the tracker uses `upload_input`,
+        `create_batch` and `find_batches_by_metadata` instead, recording each step."""
 
     @abstractmethod
-    def poll_status(self, provider_batch_id: str) -> BatchStatus:
-        """Read the batch's status now."""
+    def poll_status(self, provider_batch_id: str) -> ProviderBatch:
+        """Read the batch's status now. Read-only, safe to repeat. Raises
+        `PermanentProviderError` with `status_code` 404 when the provider does not know the
+        batch (right after a create it may not yet), `TransientProviderError` to try later."""
 
     @abstractmethod
     def fetch_results(
@@ -230,7 +241,7 @@ class BaseBatchProvider(ABC):
         """
 
     @abstractmethod
-    def cancel(self, provider_batch_id: str) -> BatchStatus:
+    def cancel(self, provider_batch_id: str) -> ProviderBatch:
         """Ask the provider to cancel the batch. A provider that refuses because the batch has
         ended may raise `PermanentProviderError` (the caller then reads the status)."""
 
@@ -240,25 +251,30 @@ class BaseBatchProvider(ABC):
 
     @abstractmethod
     def upload_input(self, prepared: PreparedBatch) -> UploadedFile:
-        """Upload the JSONL; return the file's id and provider-side creation time."""
+        """Upload the JSONL; return the file's id and provider-side creation time. Repeating
+        it uploads another file (harmless: a file is not a batch)."""
 
     @abstractmethod
     def create_batch(
         self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
-    ) -> BatchStatus:
-        """Create the batch once, with no client-side retry (a retry could create two)."""
+    ) -> ProviderBatch:
+        """Create the batch once, with no client-side retry (a retry could create two). Not
+        idempotent: after an error without a 4xx status the batch may exist; find it with
+        `find_batches_by_metadata` before creating again."""
 
     @abstractmethod
     def find_batches_by_metadata(
         self, key: str, value: str, *, created_after: int | None = None
-    ) -> list[BatchStatus]:
-        """Provider batches whose metadata[key] == value, newest first."""
+    ) -> list[ProviderBatch]:
+        """Provider batches whose metadata[key] == value, newest first, created at or after
+        `created_after` (the provider's clock). Read-only; a batch created moments ago may be
+        missing (lists lag)."""
 
 
 class FetchedResults(ABC):
     """Parsed results of one batch, read lazily from files on disk; iterate to get rows."""
 
-    status: BatchStatus
+    status: ProviderBatch
 
     @abstractmethod
     def __iter__(self) -> Iterator[ProviderResultRow]: ...

@@ -19,13 +19,13 @@ import openai
 from tracker.providers.base import (
     BaseBatchProvider,
     BatchError,
-    BatchStatus,
     BatchTooLarge,
     FetchedResults,
     InvalidItemError,
     NormalizedStatus,
     PermanentProviderError,
     PreparedBatch,
+    ProviderBatch,
     ProviderResultRow,
     RequestCounts,
     ResultsNotReady,
@@ -72,15 +72,15 @@ def normalize_status(provider_status: str) -> NormalizedStatus:
     return mapped
 
 
-def batch_status_from_openai(batch: Any) -> BatchStatus:
-    """Build a `BatchStatus` from an SDK `Batch` (missing or null fields tolerated)."""
+def batch_status_from_openai(batch: Any) -> ProviderBatch:
+    """Build a `ProviderBatch` from an SDK `Batch` (missing or null fields tolerated)."""
     counts = getattr(batch, "request_counts", None)
     errors_obj = getattr(batch, "errors", None)
     errors = tuple(
         BatchError(code=e.code, message=e.message, param=e.param, line=e.line)
         for e in (getattr(errors_obj, "data", None) or [])
     )
-    return BatchStatus(
+    return ProviderBatch(
         provider_batch_id=batch.id,
         provider_status=str(batch.status),
         normalized_status=normalize_status(str(batch.status)),
@@ -105,7 +105,7 @@ class OpenAIFetchedResults(FetchedResults):
 
     def __init__(
         self,
-        status: BatchStatus,
+        status: ProviderBatch,
         directory: Path,
         files: list[Path],
         expected_custom_ids: Iterable[str] | None,
@@ -224,7 +224,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
             status=status,
         )
 
-    def poll_status(self, provider_batch_id: str) -> BatchStatus:
+    def poll_status(self, provider_batch_id: str) -> ProviderBatch:
         try:
             return batch_status_from_openai(self._client.batches.retrieve(provider_batch_id))
         except Exception as exc:
@@ -272,13 +272,13 @@ class OpenAIBatchProvider(BaseBatchProvider):
         is; every other line counts as missing."""
         files = [path for kind in ("output", "error")
                  for path in sorted(directory.glob(f"{kind}-*.jsonl"))]
-        status = BatchStatus(provider_batch_id=provider_batch_id, provider_status="not_found",
+        status = ProviderBatch(provider_batch_id=provider_batch_id, provider_status="not_found",
                              normalized_status=NormalizedStatus.FAILED, known_status=False)
         return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
                                     remove_directory=False)
 
     @staticmethod
-    def _result_files(status: BatchStatus) -> list[tuple[str, str | None, int]]:
+    def _result_files(status: ProviderBatch) -> list[tuple[str, str | None, int]]:
         """`(kind, file id or None, lines the counts promise)` for the output and error files.
         A completed batch with requests but no counts and no files promises its output."""
         counts = status.request_counts
@@ -326,7 +326,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
         partial.rename(path)
         return path
 
-    def cancel(self, provider_batch_id: str) -> BatchStatus:
+    def cancel(self, provider_batch_id: str) -> ProviderBatch:
         try:
             return batch_status_from_openai(self._once.batches.cancel(provider_batch_id))
         except openai.ConflictError:
@@ -350,7 +350,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
 
     def create_batch(
         self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
-    ) -> BatchStatus:
+    ) -> ProviderBatch:
         try:
             batch = self._once.batches.create(
                 input_file_id=input_file_id,
@@ -364,8 +364,8 @@ class OpenAIBatchProvider(BaseBatchProvider):
 
     def find_batches_by_metadata(
         self, key: str, value: str, *, created_after: int | None = None
-    ) -> list[BatchStatus]:
-        found: list[BatchStatus] = []
+    ) -> list[ProviderBatch]:
+        found: list[ProviderBatch] = []
         try:
             for batch in self._client.batches.list(limit=100):
                 if created_after is not None and (batch.created_at or 0) < created_after:

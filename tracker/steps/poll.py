@@ -16,8 +16,8 @@ from tracker import states
 from tracker.context import Context, log
 from tracker.providers.base import (
     BaseBatchProvider,
-    BatchStatus,
     PermanentProviderError,
+    ProviderBatch,
     ProviderError,
     TransientProviderError,
 )
@@ -67,7 +67,7 @@ def _sweep(ctx: Context, batch: Any) -> None:
                     exc.message)
 
 
-def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Any) -> BatchStatus:
+def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Any) -> ProviderBatch:
     """The batch's status; sends the cancel first if one is wanted and not yet taken. A cancel
     the provider refuses (OpenAI answers 409 for an ended batch, compatible servers 400) is
     followed by a read, so the batch's real end is seen and the cancel is not re-sent forever."""
@@ -82,7 +82,7 @@ def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Any) -> Ba
         return provider.poll_status(batch.provider_batch_id)
 
 
-def record_status(ctx: Context, batch: Any, status: BatchStatus) -> None:
+def record_status(ctx: Context, batch: Any, status: ProviderBatch) -> None:
     now = ctx.now()
     target = str(status.normalized_status)
     with ctx.write() as conn:
@@ -104,7 +104,7 @@ def record_status(ctx: Context, batch: Any, status: BatchStatus) -> None:
                      status.request_counts.total, status.request_counts.failed)
 
 
-def store_status(conn: Connection, batch_id: str, status: BatchStatus, now: float,
+def store_status(conn: Connection, batch_id: str, status: ProviderBatch, now: float,
                  poll_interval: float) -> None:
     """Keep what the provider said about the batch; it answered well, so the back-off and
     the 404 clock start again."""
@@ -164,7 +164,7 @@ def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Any,
     log.error("batch %s (%s): %s", batch.id, batch.provider_batch_id, message)
 
 
-def _cancelled_by_us(ctx: Context, batch: Any, status: BatchStatus) -> None:
+def _cancelled_by_us(ctx: Context, batch: Any, status: ProviderBatch) -> None:
     """The cancel of a batch that answered 404 for too long was taken: the batch exists. Its
     finished lines are kept; the lines the cancel stopped go back to the queue (nobody asked
     for them to be cancelled)."""

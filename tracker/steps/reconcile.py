@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from tracker import states
 from tracker.context import Context, log, new_batch_id
-from tracker.providers.base import BatchStatus
+from tracker.providers.base import ProviderBatch
 
 METADATA_KEY = "tracker_batch_id"
 #: Provider batches are searched from this long before the input file's upload (skew between
@@ -36,7 +36,7 @@ def search_from(batch: Any) -> int:
     return int(anchor) - FALLBACK_SEARCH_WINDOW
 
 
-def find_ours(ctx: Context, batch: Any) -> list[BatchStatus]:
+def find_ours(ctx: Context, batch: Any) -> list[ProviderBatch]:
     provider = ctx.provider_for_call(batch.provider)
     return provider.find_batches_by_metadata(METADATA_KEY, batch.id,
                                              created_after=search_from(batch))
@@ -56,7 +56,7 @@ def sweep_window(ctx: Context, batch: Any) -> float:
     return max(MIN_SWEEP_WINDOW, 10 * ctx.list_lag_grace(batch.provider))
 
 
-def adopt(ctx: Context, batch: Any, found: list[BatchStatus]) -> None:
+def adopt(ctx: Context, batch: Any, found: list[ProviderBatch]) -> None:
     """Keep one provider batch for this pending row and record the others as duplicates to
     cancel, in one transaction (a crash between the two would leave them inconsistent)."""
     now = ctx.now()
@@ -96,7 +96,7 @@ def sweep_duplicates(ctx: Context, batch: Any) -> None:
                     batch.id, added)
 
 
-def record_created(conn: Connection, batch_id: str, status: BatchStatus, reason: str,
+def record_created(conn: Connection, batch_id: str, status: ProviderBatch, reason: str,
                    now: float, poll_interval: float) -> bool:
     """Move a pending row to the provider's status. False if it is no longer pending (a
     repeated step, or another daemon recorded it first)."""
@@ -116,7 +116,7 @@ def record_created(conn: Connection, batch_id: str, status: BatchStatus, reason:
 
 
 def record_duplicates(conn: Connection, batch: Any, kept: str | None,
-                      extras: list[BatchStatus], now: float) -> int:
+                      extras: list[ProviderBatch], now: float) -> int:
     """Insert a `duplicate_of` row for each unknown extra provider batch, with a cancel
     requested. Returns how many were new."""
     known = _known(conn, batch.id)
@@ -143,6 +143,6 @@ def record_duplicates(conn: Connection, batch: Any, kept: str | None,
     return added
 
 
-def _open_status(status: BatchStatus) -> str:
+def _open_status(status: ProviderBatch) -> str:
     normalized = str(status.normalized_status)
     return "in_progress" if normalized == "submitted" else normalized

@@ -19,11 +19,11 @@ from tracker.crashpoints import crash_point
 from tracker.db import read
 from tracker.providers.base import (
     BaseBatchProvider,
-    BatchStatus,
     BatchTooLarge,
     InvalidItemError,
     PermanentProviderError,
     PreparedBatch,
+    ProviderBatch,
     ProviderError,
     TransientProviderError,
 )
@@ -117,7 +117,7 @@ def _waiting_for_list(ctx: Context, batch: Any) -> bool:
 
 
 def _create(ctx: Context, batch: Any, provider: BaseBatchProvider,
-            input_file_id: str) -> BatchStatus:
+            input_file_id: str) -> ProviderBatch:
     try:
         return provider.create_batch(input_file_id, batch.endpoint, {METADATA_KEY: batch.id})
     except ProviderError as exc:
