@@ -47,6 +47,10 @@ class Context:
     def hold_back(self, batch_id: str, seconds: float) -> None:
         self._held_back[batch_id] = self.now() + seconds
 
+    @property
+    def held_back_count(self) -> int:
+        return len(self._held_back)
+
     def held_back(self, batch_id: str) -> bool:
         until = self._held_back.get(batch_id)
         if until is None:
@@ -93,9 +97,8 @@ class Context:
     def batch_limits(self, provider: str) -> tuple[int, int]:
         """`(max lines, max bytes)` of one provider batch: the provider object's, when one is
         built, else its class's (packing needs no credentials)."""
-        source: object = self.providers.get(provider) or registry.provider_class(provider)
-        return (int(getattr(source, "max_lines_per_batch")),  # noqa: B009
-                int(getattr(source, "max_bytes_per_batch")))  # noqa: B009
+        source = self.providers.get(provider) or registry.provider_class(provider)
+        return source.max_lines_per_batch, source.max_bytes_per_batch
 
     def endpoint(self, provider: str, model: str) -> str:
         from tracker.providers.openai import ENDPOINTS

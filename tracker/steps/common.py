@@ -22,7 +22,7 @@ def due_batches(ctx: Context, statuses: frozenset[Any], order: str) -> list[Any]
             text(f"SELECT * FROM batches WHERE status IN ({placeholders}) AND "
                  "(next_action_at IS NULL OR next_action_at <= :now) "
                  f"ORDER BY {order} LIMIT :n"),
-            {**params, "now": ctx.now(), "n": ctx.batches_per_step + len(ctx._held_back)},
+            {**params, "now": ctx.now(), "n": ctx.batches_per_step + ctx.held_back_count},
         ).all()
     return [row for row in rows if not ctx.held_back(row.id)][: ctx.batches_per_step]
 
