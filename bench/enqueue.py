@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
 
 def run_tracker(path: Path, db: Path) -> dict[str, float]:
     from tracker.config import load_config
-    from tracker.db import open_database
+    from tracker.store.engine import open_database
     from tracker.enqueue import enqueue_stream
 
     engine = open_database(f"sqlite:///{db}")

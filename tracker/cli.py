@@ -20,7 +20,6 @@ from sqlalchemy import Engine
 from tracker.config import TrackerConfig, default_config_path, load_config
 from tracker.context import Context
 from tracker.daemon import Daemon
-from tracker.db import DEFAULT_DB_URL, open_database
 from tracker.enqueue import enqueue_stream
 from tracker.errors import TrackerError
 from tracker.providers.base import PermanentProviderError, ProviderError
@@ -33,6 +32,7 @@ from tracker.queries import (
     status_report,
 )
 from tracker.redact import redact_secrets
+from tracker.store.engine import DEFAULT_DB_URL, open_database
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -165,11 +165,14 @@ def _check_credentials(ctx: Context) -> None:
 @click.option("--poll-interval", type=click.FloatRange(min=0.01), default=30.0,
               show_default=True, help="Seconds between status checks of a running batch.")
 @click.option("--lease-ttl", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
-              help="Seconds without a heartbeat after which another daemon may take over.")
+              help="Seconds without a heartbeat after which another worker may take over.")
 @pass_settings
 @expected_errors
 def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: float) -> None:
-    """Run the daemon: pack, submit, poll, download, retry. SIGTERM/SIGINT stop it cleanly.
+    """Run a worker: pack, submit, poll, download, retry. SIGTERM/SIGINT stop it cleanly.
+
+    On SQLite one worker runs per database file; on PostgreSQL start as many as you like, on
+    one machine or many: they share the batches and take over those of a worker that stops.
 
     Example:
 
@@ -202,9 +205,12 @@ def status(settings: Settings, as_json: bool) -> None:
     click.echo("batches: " + _counts(report["batches"]))
     age = report["oldest_open_batch_age_seconds"]
     click.echo(f"oldest open batch: {'none' if age is None else f'{age:.0f}s old'}")
-    daemon = report["daemon"]
-    click.echo("daemon: " + ("not running" if daemon is None else
-                             f"pid {daemon['pid']} on {daemon['host']}"))
+    live = report["workers"]
+    click.echo(f"workers: {len(live) or 'none running'}")
+    for worker in live:
+        click.echo(f"  pid {worker['pid']} on {worker['host']}: heartbeat "
+                   f"{worker['heartbeat_age_seconds']:.0f}s ago, "
+                   f"{worker['claimed_batches']} open batch(es) claimed")
     for paused in report["paused_providers"]:
         click.echo(f"PAUSED {paused['provider']}: {paused['reason']}")
     for error in report["batch_errors"]:

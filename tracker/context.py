@@ -13,12 +13,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
-from tracker import lease
 from tracker.config import TrackerConfig
-from tracker.db import read, write
-from tracker.errors import LeaseLost
+from tracker.errors import ClaimLost, LeaseLost
+from tracker.models import Batch
 from tracker.providers import registry
 from tracker.providers.base import BaseBatchProvider
+from tracker.store import batches, lease, workers
+from tracker.store.engine import read, write
+from tracker.store.workers import WORKER_TTL, WorkerId
 
 log = logging.getLogger("tracker")
 
@@ -41,6 +43,14 @@ class Context:
     providers: dict[str, BaseBatchProvider] = field(default_factory=dict)
     #: The daemon's fencing token; None when no daemon runs the steps (tests, one-off tools).
     lease_token: int | None = None
+    #: This process as a worker that claims the batches it handles; None outside `tracker run`
+    #: (then the steps take every due batch).
+    worker: WorkerId | None = None
+    worker_ttl: float = WORKER_TTL
+    #: Claim tokens of the batches this worker holds, from the last claim.
+    _claims: dict[str, int] = field(default_factory=dict)
+    #: The batch whose part of a step is running: its claim is checked before each write.
+    _current_batch: str | None = None
     #: Batches to skip until a time, when even recording their failure failed (disk full).
     _held_back: dict[str, float] = field(default_factory=dict)
 
@@ -60,22 +70,57 @@ class Context:
             return False
         return True
 
+    def claim_due(self, statuses: frozenset[str], order: str) -> list[Batch]:
+        """This worker's due batches in `statuses`, claimed first; every due batch when no
+        worker runs the steps. At most `batches_per_step`, skipping held-back ones."""
+        limit = self.batches_per_step + self.held_back_count
+        if self.worker is None:
+            rows = batches.due(self.engine, statuses, order, self.now(), limit)
+        else:
+            rows = workers.claim_due(self.engine, self.worker, statuses, order, self.now(),
+                                     limit, self.worker_ttl)
+            self._claims.update({row.id: row.claim_token for row in rows})
+        return [row for row in rows if not self.held_back(row.id)][: self.batches_per_step]
+
+    @contextmanager
+    def handling(self, batch_id: str) -> Iterator[None]:
+        """Writes and provider calls inside this block are about `batch_id`: each first checks
+        that this worker still holds its claim."""
+        self._current_batch = batch_id
+        try:
+            yield
+        finally:
+            self._current_batch = None
+
+    def _check_fence(self, conn: Connection) -> None:
+        """`LeaseLost` if this daemon lost its lease or worker row (it must stop);
+        `ClaimLost` if another worker took the current batch over (leave it alone)."""
+        if self.lease_token is not None and not lease.holds(conn, self.lease_token):
+            raise LeaseLost()
+        if self.worker is None:
+            return
+        if not workers.registered(conn, self.worker):
+            raise LeaseLost()
+        batch_id = self._current_batch
+        if batch_id is not None and batch_id in self._claims and not workers.claim_held(
+                conn, self.worker, batch_id, self._claims[batch_id]):
+            raise ClaimLost(f"another worker took batch {batch_id} over")
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction that first checks, inside it, that this daemon still holds the
-        lease (`LeaseLost` otherwise): a daemon paused past its lease writes nothing."""
+        """A write transaction that first checks, inside it, that this daemon still holds its
+        lease and its claim on the current batch: a worker paused past them writes nothing."""
         with write(self.engine) as conn:
-            if self.lease_token is not None and not lease.holds(conn, self.lease_token):
-                raise LeaseLost()
+            self._check_fence(conn)
             yield conn
 
     def check_lease(self) -> None:
-        """Raise `LeaseLost` before a provider call this daemon may no longer make."""
-        if self.lease_token is None:
+        """Raise `LeaseLost` or `ClaimLost` before a provider call this worker may no longer
+        make."""
+        if self.lease_token is None and self.worker is None:
             return
         with read(self.engine) as conn:
-            if not lease.holds(conn, self.lease_token):
-                raise LeaseLost()
+            self._check_fence(conn)
 
     def provider_for_call(self, name: str) -> BaseBatchProvider:
         """The provider, once the lease is checked: use it right before a call."""

@@ -1,9 +1,13 @@
-"""`tracker run`: the steps on an APScheduler loop, under the single-writer lease.
+"""`tracker run`: one worker running the steps on an APScheduler loop.
 
-The steps share one worker thread, so they never overlap and SQLite sees one writer; the
-lease heartbeat has its own thread so a long ingest cannot let the lease lapse. SIGTERM and
-SIGINT let the running step finish, then the daemon releases the lease and exits 0. A daemon
-that finds its lease taken over (it was paused past the lease) stops before its next write or
+Each `tracker run` registers as a worker and claims the batches it handles (see
+`tracker.store.workers`). On SQLite it first takes the single-writer lease, so one worker runs
+per database file; on PostgreSQL any number run side by side and share the work.
+
+The steps share one thread, so they never overlap; the heartbeat has its own thread so a long
+ingest cannot let the lease lapse. SIGTERM and SIGINT let the running step finish, then the
+worker gives back its claims (and the lease) and exits 0. A worker that finds its lease taken
+over or its worker row removed (it was paused past them) stops before its next write or
 provider call and exits 1.
 """
 
@@ -18,12 +22,13 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import text
 
-from tracker import lease as leases
 from tracker.context import Context, log
 from tracker.crashpoints import other_thread_writing
-from tracker.db import read
 from tracker.errors import LeaseLost
 from tracker.steps import ingest, pack, poll, submit
+from tracker.store import lease as leases
+from tracker.store import workers
+from tracker.store.engine import is_postgresql, read, write
 
 
 def is_idle(ctx: Context) -> bool:
@@ -45,6 +50,7 @@ def run_steps_once(ctx: Context) -> None:
 class Daemon:
     def __init__(self, ctx: Context, *, until_idle: bool = False,
                  tick: float | None = None, lease_ttl: float = leases.LEASE_TTL) -> None:
+        ctx.worker_ttl = lease_ttl
         self.ctx = ctx
         self.until_idle = until_idle
         self.lease_ttl = lease_ttl
@@ -73,15 +79,40 @@ class Daemon:
         self.stop_event.set()
 
     def _heartbeat(self) -> None:
-        assert self.lease is not None
+        assert self.ctx.worker is not None
         try:
             with other_thread_writing:
-                renewed = leases.renew(self.ctx.engine, self.lease, self.ctx.now(),
-                                       self.lease_ttl)
+                renewed = self.lease is None or leases.renew(
+                    self.ctx.engine, self.lease, self.ctx.now(), self.lease_ttl)
+                renewed = renewed and workers.heartbeat(
+                    self.ctx.engine, self.ctx.worker, self.ctx.now(), self.lease_ttl)
             if not renewed:
                 self._lease_lost()
         except Exception:
             log.exception("lease heartbeat failed; will retry")
+
+    def _start_worker(self) -> None:
+        engine, now = self.ctx.engine, self.ctx.now()
+        if not is_postgresql(engine):
+            self.lease = leases.acquire(engine, now, self.lease_ttl)
+            self.ctx.lease_token = self.lease.token
+        self.ctx.worker = workers.register(engine, now, self.lease_ttl)
+        if self.lease is not None:
+            with write(engine) as conn:
+                workers.remove_others(conn, self.ctx.worker)
+            log.info("daemon started (pid %d, lease token %d); poll interval %.1fs",
+                     self.lease.pid, self.lease.token, self.ctx.poll_interval)
+        else:
+            log.info("worker %s started; poll interval %.1fs", self.ctx.worker.id,
+                     self.ctx.poll_interval)
+
+    def _stop_worker(self) -> None:
+        if self.lost_lease:
+            return
+        if self.ctx.worker is not None:
+            workers.deregister(self.ctx.engine, self.ctx.worker)
+        if self.lease is not None:
+            leases.release(self.ctx.engine, self.lease)
 
     def _check_idle(self) -> None:
         if self.until_idle and is_idle(self.ctx):
@@ -93,10 +124,7 @@ class Daemon:
         self.stop_event.set()
 
     def run(self) -> int:
-        self.lease = leases.acquire(self.ctx.engine, self.ctx.now(), self.lease_ttl)
-        self.ctx.lease_token = self.lease.token
-        log.info("daemon started (pid %d, lease token %d); poll interval %.1fs", self.lease.pid,
-                 self.lease.token, self.ctx.poll_interval)
+        self._start_worker()
         previous = {sig: signal.signal(sig, self.request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = BackgroundScheduler(
@@ -120,8 +148,7 @@ class Daemon:
                 pass
         finally:
             scheduler.shutdown(wait=True)
-            if not self.lost_lease:
-                leases.release(self.ctx.engine, self.lease)
+            self._stop_worker()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             log.info("daemon stopped")

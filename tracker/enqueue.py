@@ -10,30 +10,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
 from sqlalchemy import Engine
 
 from tracker.config import TrackerConfig
 from tracker.errors import InputError
+from tracker.store.item_inserter import ItemInserter, ItemRow
 
 MAX_LINE_BYTES = 1024 * 1024
 CHUNK = 5_000
-
-_INSERT = (
-    "INSERT INTO items (id, provider, model, payload, est_tokens, status, status_reason, "
-    "attempts, not_before, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, 'queued', 'enqueued', 0, 0, ?, ?)"
-)
-#: The creation row of each item's history (a per-row trigger would triple enqueue time).
-_HISTORY = (
-    "INSERT INTO transitions (entity, entity_id, from_status, to_status, at, reason) "
-    "VALUES ('item', ?, NULL, 'queued', ?, 'enqueued')"
-)
-
 
 @dataclass(frozen=True)
 class EnqueueResult:
@@ -166,24 +154,12 @@ def enqueue_stream(
 ) -> EnqueueResult:
     """Insert every item of `stream` or none; raise `InputError` naming the line."""
     accepts = model_acceptance(config, provider)
-    raw_conn = engine.raw_connection()
-    try:
-        conn: sqlite3.Connection = raw_conn.driver_connection  # type: ignore[assignment]
-        cur = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            result = _insert_all(cur, stream, name, provider, default_model, accepts, now)
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
-        return result
-    finally:
-        raw_conn.close()
+    with ItemInserter(engine) as inserter:
+        return _insert_all(inserter, stream, name, provider, default_model, accepts, now)
 
 
 def _insert_all(
-    cur: sqlite3.Cursor,
+    inserter: ItemInserter,
     stream: IO[bytes],
     name: str,
     provider: str,
@@ -193,10 +169,10 @@ def _insert_all(
 ) -> EnqueueResult:
     # Every row of this run shares one created_at, strictly newer than any earlier run's, so
     # a conflict with a row of this same run is an id repeated within the file.
-    latest = cur.execute("SELECT max(created_at) FROM items").fetchone()[0]
+    latest = inserter.latest_created_at()
     stamp = now if latest is None or now > latest else latest + 1e-3
     inserted = skipped = seen = 0
-    rows: list[tuple[Any, ...]] = []
+    rows: list[ItemRow] = []
     numbers: list[int] = []
     for number, raw in _lines(stream, name):
         seen += 1
@@ -206,11 +182,11 @@ def _insert_all(
         rows.append((item_id, provider, model, payload_json, tokens, stamp, stamp))
         numbers.append(number)
         if len(rows) >= CHUNK:
-            added, dupes = _insert_chunk(cur, rows, numbers, name, stamp)
+            added, dupes = _insert_chunk(inserter, rows, numbers, name, stamp)
             inserted, skipped = inserted + added, skipped + dupes
             rows, numbers = [], []
     if rows:
-        added, dupes = _insert_chunk(cur, rows, numbers, name, stamp)
+        added, dupes = _insert_chunk(inserter, rows, numbers, name, stamp)
         inserted, skipped = inserted + added, skipped + dupes
     if seen == 0:
         raise InputError(f"{name}: the file has no items")
@@ -218,34 +194,20 @@ def _insert_all(
 
 
 def _insert_chunk(
-    cur: sqlite3.Cursor,
-    rows: list[tuple[Any, ...]],
+    inserter: ItemInserter,
+    rows: list[ItemRow],
     numbers: list[int],
     name: str,
     stamp: float,
 ) -> tuple[int, int]:
-    cur.execute("SAVEPOINT chunk")
-    try:
-        cur.executemany(_INSERT, rows)
-    except sqlite3.IntegrityError:
-        cur.execute("ROLLBACK TO chunk")
-    else:
-        cur.execute("RELEASE chunk")
-        cur.executemany(_HISTORY, [(row[0], stamp) for row in rows])
+    if inserter.insert_chunk(rows, stamp):
         return len(rows), 0
-    cur.execute("RELEASE chunk")
     inserted = skipped = 0
     for row, number in zip(rows, numbers, strict=True):
-        try:
-            cur.execute(_INSERT, row)
-            cur.execute(_HISTORY, (row[0], stamp))
+        if inserter.insert_one(row, stamp):
             inserted += 1
             continue
-        except sqlite3.IntegrityError:
-            pass
-        existing = cur.execute(
-            "SELECT provider, model, payload, created_at FROM items WHERE id = ?", (row[0],)
-        ).fetchone()
+        existing = inserter.existing(row[0])
         if existing is None:
             raise InputError(f"{name}:{number}: cannot insert item {row[0]!r}")
         if existing[3] == stamp:

@@ -61,3 +61,7 @@ class LeaseLost(TrackerError):
 
 class StaleBatch(TrackerError):
     """the batch changed under us (another daemon, or a repeated step); nothing was sent"""
+
+
+class ClaimLost(StaleBatch):
+    """another worker claimed the batch (this one was paused past its claim); nothing written"""

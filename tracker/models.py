@@ -49,6 +49,10 @@ class Batch(SQLModel, table=True):
     last_seen_at: float | None = None
     results_missing_since: float | None = None
     requeue_unfinished: int = 0
+    claimed_by: str | None = None
+    claim_token: int = 0
+    claim_expires_at: float | None = None
+    claim_heartbeat_at: float | None = None
 
 
 class Item(SQLModel, table=True):
@@ -111,3 +115,14 @@ class ProviderState(SQLModel, table=True):
     paused_at: float | None = None
     next_probe_at: float | None = None
     updated_at: float
+
+
+class Worker(SQLModel, table=True):
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True)
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+    expires_at: float

@@ -10,9 +10,11 @@ from sqlalchemy import Engine, text
 
 from tracker import states
 from tracker.context import Context, log
-from tracker.db import read, write
 from tracker.errors import InputError
 from tracker.providers.base import ProviderError
+from tracker.store import workers
+from tracker.store.dialect import enqueue_order
+from tracker.store.engine import read, write
 
 RESULT_FIELDS = (
     "id", "status", "output_text", "error_message", "error_code", "attempts",
@@ -33,12 +35,16 @@ def status_report(engine: Engine, now: float) -> dict[str, Any]:
             "SELECT provider, paused_reason AS reason, paused_at, next_probe_at "
             "FROM provider_state WHERE paused_reason IS NOT NULL"))]
         errors = [dict(r._mapping) for r in conn.execute(text(
-            "SELECT id, provider_batch_id, status, last_error, "
-            "round(max(next_action_at - :now, 0), 1) AS next_try_in_seconds FROM batches "
+            "SELECT id, provider_batch_id, status, last_error, next_action_at FROM batches "
             "WHERE status <> 'ingested' AND last_error IS NOT NULL ORDER BY updated_at DESC "
-            "LIMIT 10"), {"now": now})]
+            "LIMIT 10"))]
         daemon = conn.execute(text(
             "SELECT host, pid, heartbeat_at, expires_at FROM daemon_lease")).one_or_none()
+        live = workers.live_workers(conn, now)
+    for error in errors:
+        next_at = error.pop("next_action_at")
+        error["next_try_in_seconds"] = None if next_at is None else round(
+            max(next_at - now, 0.0), 1)
     return {
         "items": {s.value: items.get(s.value, 0) for s in states.ItemStatus},
         "batches": {s.value: batches.get(s.value, 0) for s in states.BatchStatus},
@@ -48,6 +54,7 @@ def status_report(engine: Engine, now: float) -> dict[str, Any]:
         "daemon": None if daemon is None or daemon.expires_at < now else {
             "host": daemon.host, "pid": daemon.pid,
             "heartbeat_age_seconds": round(now - daemon.heartbeat_at, 1)},
+        "workers": live,
     }
 
 
@@ -60,7 +67,7 @@ def iter_results(engine: Engine, status: str | None = None) -> Iterator[dict[str
             "SELECT i.id, i.status, i.output_text, i.error_message, i.error_code, i.attempts, "
             "b.provider_batch_id, i.model, i.provider, i.prompt_tokens, i.completion_tokens, "
             f"i.total_tokens FROM items i LEFT JOIN batches b ON b.id = i.batch_id {where} "
-            "ORDER BY i.rowid"), {"status": status})
+            f"ORDER BY {enqueue_order(conn, 'i')}"), {"status": status})
         for row in result:
             yield dict(row._mapping)
 

@@ -12,9 +12,9 @@ from sqlalchemy import Engine, text
 from tracker.config import TrackerConfig
 from tracker.context import Context
 from tracker.daemon import is_idle, run_steps_once
-from tracker.db import read
 from tracker.enqueue import enqueue_stream
 from tracker.providers.openai import OpenAIBatchProvider
+from tracker.store.engine import read
 
 MODEL = "gpt-5-mini"
 

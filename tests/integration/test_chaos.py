@@ -47,13 +47,14 @@ def server() -> Iterator[FakeOpenAI]:
         yield fake
 
 
-def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: Path) -> None:
+def test_chaos__every_fault_and_repeated_sigkills(server: FakeOpenAI, tmp_path: Path,
+                                                  db_url: str) -> None:
     rng = random.Random(42)
     plan: dict[str, str] = {}
     for i in range(200):
         marker = rng.choices(list(KINDS), weights=[76, 5, 6, 5, 4, 4])[0]
         plan[f"item-{i:04d}"] = marker
-    tracker = Tracker(tmp_path, server, max_prompts=20)
+    tracker = Tracker(tmp_path, server, max_prompts=20, db_url=db_url)
     tracker.enqueue_items({item_id: f"question {item_id} {marker}".strip()
                            for item_id, marker in plan.items()})
     kills = run_with_kills(tracker, rng, 10, step=(5, 60))

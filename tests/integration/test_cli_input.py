@@ -181,8 +181,11 @@ def test_database__errors_via_cli(tmp_path: Path) -> None:
         conn.execute("INSERT INTO schema_version VALUES (999, '999_future', 0)")
     assert_one_line_error(run(tmp_path, "status"), "newer")
     assert_one_line_error(subprocess.run(
-        [sys.executable, "-m", "tracker", "--db", "postgresql+psycopg://u@127.0.0.1/x",
-         "status"], capture_output=True, text=True), "not supported yet")
+        [sys.executable, "-m", "tracker", "--db", "postgresql+psycopg://u@127.0.0.1:1/x",
+         "status"], capture_output=True, text=True), "127.0.0.1:1/x", "connection")
+    assert_one_line_error(subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", "mysql://u@127.0.0.1/x", "status"],
+        capture_output=True, text=True), "mysql databases are not supported")
 
 
 def test_status__json_and_results_formats(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 
+from tracker.store.engine import make_engine, read
 from tracker.testing.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,8 +35,9 @@ class Tracker:
     """Runs the `tracker` CLI against one database and one fake server."""
 
     def __init__(self, tmp_path: Path, server: FakeOpenAI, max_prompts: int,
-                 list_lag_grace: float = 1.0) -> None:
-        self.db = tmp_path / "tracker.db"
+                 list_lag_grace: float = 1.0, db_url: str | None = None) -> None:
+        self.db_url = db_url or f"sqlite:///{tmp_path / 'tracker.db'}"
+        self._engine: Engine | None = None
         config = tmp_path / "llm_config.yaml"
         config.write_text(
             f"batch:\n  providers:\n    openai:\n      list_lag_grace: {list_lag_grace}\n"
@@ -45,7 +47,7 @@ class Tracker:
         )
         self.env = {**os.environ, "OPENAI_API_KEY": "sk-crash-test-0123456789",
                     "OPENAI_BASE_URL": server.base_url, "TRACKER_CONFIG": str(config),
-                    "TRACKER_DB": f"sqlite:///{self.db}"}
+                    "TRACKER_DB": self.db_url}
         self.env.pop("TRACKER_CRASH_AT", None)
         self.cwd = tmp_path
         self.log = tmp_path / "daemon.log"
@@ -80,9 +82,19 @@ class Tracker:
                 [sys.executable, "-m", "tracker", "run", "--until-idle", "--poll-interval",
                  "0.1", *extra], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
 
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.db_url)
+        return self._engine
+
     def query(self, sql: str) -> list[tuple]:
-        with sqlite3.connect(self.db, timeout=30) as conn:
-            return conn.execute(sql).fetchall()
+        with read(self.engine) as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 def _wait(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
@@ -162,17 +174,18 @@ CRASH_POINTS = ["after_pack", "after_upload", "after_create", "mid_ingest", "aft
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_crash_point__restart_finishes_everything(point: str, server: FakeOpenAI,
-                                                  tmp_path: Path) -> None:
+                                                  tmp_path: Path, db_url: str) -> None:
     n = 30
-    tracker = Tracker(tmp_path, server, max_prompts=10)
+    tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url)
     tracker.enqueue(n)
     proc = tracker.start(crash_at=point)
     assert _wait(proc) == -signal.SIGKILL, tracker.log.read_text()
     restarted_at = time.monotonic()
     proc = tracker.start()
     _poll_until(lambda: tracker.query(
-        f"SELECT count(*) FROM daemon_lease WHERE pid = {proc.pid}")[0][0] == 1, timeout=5)
-    assert time.monotonic() - restarted_at < 5  # took the dead daemon's lease at once
+        "SELECT count(*) FROM batches b JOIN workers w ON w.id = b.claimed_by "
+        f"WHERE w.pid = {proc.pid}")[0][0] >= 1 or proc.poll() is not None, timeout=5)
+    assert time.monotonic() - restarted_at < 5  # took the dead worker's claims at once
     assert _wait(proc) == 0, tracker.log.read_text()
     check_invariants(tracker, server, n)
     if point == "after_create":
@@ -180,10 +193,11 @@ def test_crash_point__restart_finishes_everything(point: str, server: FakeOpenAI
     assert len(server.batches) == 3
 
 
-def test_random_kills__nothing_lost_nothing_twice(server: FakeOpenAI, tmp_path: Path) -> None:
+def test_random_kills__nothing_lost_nothing_twice(server: FakeOpenAI, tmp_path: Path,
+                                                  db_url: str) -> None:
     n, kills = 300, 8
     rng = random.Random(20261124)
-    tracker = Tracker(tmp_path, server, max_prompts=25)
+    tracker = Tracker(tmp_path, server, max_prompts=25, db_url=db_url)
     tracker.enqueue(n)
     survived = run_with_kills(tracker, rng, kills, step=(5, 120))
     proc = tracker.start()
@@ -195,8 +209,8 @@ def test_random_kills__nothing_lost_nothing_twice(server: FakeOpenAI, tmp_path: 
 
 
 def test_sigterm__finishes_step_and_exits_zero_then_resumes(server: FakeOpenAI,
-                                                             tmp_path: Path) -> None:
-    tracker = Tracker(tmp_path, server, max_prompts=10)
+                                                             tmp_path: Path, db_url: str) -> None:
+    tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url)
     tracker.enqueue(30)
     proc = tracker.start()
     _poll_until(lambda: tracker.query(
@@ -204,6 +218,8 @@ def test_sigterm__finishes_step_and_exits_zero_then_resumes(server: FakeOpenAI,
     proc.send_signal(signal.SIGTERM)
     assert _wait(proc) == 0
     assert tracker.query("SELECT count(*) FROM daemon_lease WHERE expires_at > 0") == [(0,)]
+    assert tracker.query("SELECT count(*) FROM workers") == [(0,)]  # claims given back
+    assert tracker.query("SELECT count(*) FROM batches WHERE claimed_by IS NOT NULL") == [(0,)]
     assert _wait(tracker.start()) == 0
     check_invariants(tracker, server, 30)
 
@@ -229,8 +245,9 @@ def test_second_daemon__is_refused(server: FakeOpenAI, tmp_path: Path) -> None:
         assert _wait(first) == 0
 
 
-def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path) -> None:
-    tracker = Tracker(tmp_path, server, max_prompts=10)
+def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path,
+                                         db_url: str) -> None:
+    tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url)
     tracker.enqueue_items({"first": "question one"})
     proc = subprocess.Popen([sys.executable, "-m", "tracker", "run", "--poll-interval", "0.1"],
                             env=tracker.env, cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -240,7 +257,9 @@ def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path) ->
             "SELECT status FROM items WHERE id = 'first'") == [("succeeded",)])
         tracker.enqueue_items({f"later-{i}": f"question {i}" for i in range(15)})
         report = json.loads(tracker.cli("status", "--json"))
-        assert report["daemon"] is not None and report["daemon"]["pid"] == proc.pid
+        assert [worker["pid"] for worker in report["workers"]] == [proc.pid]
+        if db_url.startswith("sqlite"):
+            assert report["daemon"] is not None and report["daemon"]["pid"] == proc.pid
         _poll_until(lambda: tracker.query(
             "SELECT count(*) FROM items WHERE status = 'succeeded'") == [(16,)])
     finally:
@@ -248,9 +267,9 @@ def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path) ->
         assert _wait(proc) == 0
 
 
-def test_cli_cancel__running_batch_ends_cancelled(tmp_path: Path) -> None:
+def test_cli_cancel__running_batch_ends_cancelled(tmp_path: Path, db_url: str) -> None:
     with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=60.0) as slow:
-        tracker = Tracker(tmp_path, slow, max_prompts=10)
+        tracker = Tracker(tmp_path, slow, max_prompts=10, db_url=db_url)
         tracker.enqueue(4)
         proc = tracker.start()
         try:

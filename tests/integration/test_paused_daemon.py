@@ -1,6 +1,6 @@
 """A daemon paused past its lease (SIGSTOP: a VM pause, a long stall) comes back after another
 daemon took over. Fencing must stop it before its next write or provider call: no second
-provider batch, no second ingest. Real processes, a real SQLite file, the fake Batch API."""
+provider batch, no second ingest. Real processes, a real SQLite file or PostgreSQL database, the fake Batch API."""
 
 from __future__ import annotations
 
@@ -35,11 +35,13 @@ def _pause_takeover_resume(tracker: Tracker, point: str, first_log: Path) -> Non
     try:
         _poll_until(lambda: _stopped(first.pid))
         _poll_until(lambda: tracker.query(
-            "SELECT expires_at FROM daemon_lease")[0][0] < time.time())
+            f"SELECT expires_at FROM workers WHERE pid = {first.pid}")[0][0] < time.time())
         second = tracker.start(lease_ttl=LEASE_TTL)
+        # The second has the first's claims once the first's worker row is gone (at once on
+        # SQLite, where it takes the lease; at its next heartbeat on PostgreSQL).
         _poll_until(lambda: tracker.query(
-            f"SELECT count(*) FROM daemon_lease WHERE pid = {second.pid}")[0][0] == 1)
-        first.send_signal(signal.SIGCONT)  # both run now; the first no longer owns the lease
+            f"SELECT count(*) FROM workers WHERE pid = {first.pid}") == [(0,)])
+        first.send_signal(signal.SIGCONT)  # both run now; the first no longer owns its work
         assert _wait(first) == 1, first_log.read_text()
         assert _wait(second) == 0, tracker.log.read_text()
     finally:
@@ -51,12 +53,13 @@ def _pause_takeover_resume(tracker: Tracker, point: str, first_log: Path) -> Non
 
 
 @pytest.mark.parametrize("point", ["after_upload", "before_create", "before_ingest_write"])
-def test_paused_daemon__resumes_after_takeover_and_writes_nothing(point: str,
-                                                                 tmp_path: Path) -> None:
+def test_paused_daemon__resumes_after_takeover_and_writes_nothing(point: str, tmp_path: Path,
+                                                                 db_url: str) -> None:
     n = 10
     with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.5,
                     finalizing_seconds=0.1) as server:
-        tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5)
+        tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5,
+                          db_url=db_url)
         tracker.enqueue(n)
         _pause_takeover_resume(tracker, point, tmp_path / "first.log")
         check_invariants(tracker, server, n)
@@ -70,14 +73,15 @@ def test_paused_daemon__resumes_after_takeover_and_writes_nothing(point: str,
 
 
 def test_paused_between_lease_check_and_create__its_twin_is_adopted_or_cancelled(
-        tmp_path: Path) -> None:
+        tmp_path: Path, db_url: str) -> None:
     """Paused after its last lease check, the old daemon still sends its create when it comes
     back (no check can close that window). The new daemon's reconcile adopts that batch, or
     its duplicate sweep cancels it; either way each item's result is kept once."""
     n = 10
     with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.5,
                     finalizing_seconds=0.1) as server:
-        tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5)
+        tracker = Tracker(tmp_path, server, max_prompts=n, list_lag_grace=0.5,
+                          db_url=db_url)
         tracker.enqueue(n)
         _pause_takeover_resume(tracker, "before_create_call", tmp_path / "first.log")
         check_invariants(tracker, server, n)

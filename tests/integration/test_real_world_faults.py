@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from tests.integration.daemon_harness import (
     batches,
@@ -29,8 +29,8 @@ from tests.integration.daemon_harness import (
 )
 from tracker.context import Context
 from tracker.daemon import run_steps_once
-from tracker.db import write
 from tracker.queries import request_cancel, status_report
+from tracker.store.engine import write
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 
@@ -217,6 +217,23 @@ def test_lone_surrogate_in_output__stored_visibly_and_later_batches_go_on(
     assert body["choices"][0]["message"]["content"].endswith("\ud800")  # kept without loss
 
 
+def _refuse_to_ingest(conn: Connection, batch_id: str) -> None:
+    """A trigger that fails the move of one batch to `ingested`, as a full disk would."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(text(
+            "CREATE TRIGGER refuse_one BEFORE UPDATE OF status ON batches "
+            f"WHEN NEW.id = '{batch_id}' AND NEW.status = 'ingested' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"))
+        return
+    conn.execute(text(
+        "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "RAISE EXCEPTION 'database or disk is full'; END $$"))
+    conn.execute(text(
+        "CREATE TRIGGER refuse_one BEFORE UPDATE OF status ON batches FOR EACH ROW "
+        f"WHEN (NEW.id = '{batch_id}' AND NEW.status = 'ingested') "
+        "EXECUTE FUNCTION refuse_one()"))
+
+
 def test_unexpected_error_on_one_batch__recorded_and_the_others_go_on(
         engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
     ctx = make_context(engine, server, clock, tmp_path, make_config(max_prompts=1))
@@ -224,17 +241,15 @@ def test_unexpected_error_on_one_batch__recorded_and_the_others_go_on(
     run_steps_once(ctx)
     stuck = batches(ctx)[0].id
     with write(engine) as conn:  # the database refuses to close this one batch
-        conn.execute(text(
-            "CREATE TRIGGER refuse_one BEFORE UPDATE OF status ON batches "
-            f"WHEN NEW.id = '{stuck}' AND NEW.status = 'ingested' "
-            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"))
+        _refuse_to_ingest(conn, stuck)
     until(ctx, clock, lambda: items_by_status(ctx) == {"in_batch": 1, "succeeded": 2},
           max_ticks=60)
     report = status_report(ctx.engine, clock())
     errors = {e["id"]: e["last_error"] for e in report["batch_errors"]}
     assert "disk is full" in errors[stuck]
     with write(engine) as conn:
-        conn.execute(text("DROP TRIGGER refuse_one"))
+        conn.execute(text("DROP TRIGGER refuse_one"
+                          + (" ON batches" if engine.dialect.name == "postgresql" else "")))
     drive(ctx, clock)
     assert items_by_status(ctx) == {"succeeded": 3}
 

@@ -9,8 +9,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from tracker import states
-from tracker.db import read, write
 from tracker.errors import IllegalTransition, StaleTransition
+from tracker.store.engine import read, write
 
 ITEM_STATUSES = [s.value for s in states.ItemStatus]
 BATCH_STATUSES = [s.value for s in states.BatchStatus]

@@ -9,22 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from tracker.context import Context
-from tracker.db import read
 from tracker.errors import StaleBatch
-
-
-def due_batches(ctx: Context, statuses: frozenset[Any], order: str) -> list[Any]:
-    """Batches in `statuses` whose next action time has come, at most `batches_per_step`."""
-    placeholders = ", ".join(f":s{i}" for i in range(len(statuses)))
-    params: dict[str, Any] = {f"s{i}": str(s) for i, s in enumerate(sorted(statuses))}
-    with read(ctx.engine) as conn:
-        rows = conn.execute(
-            text(f"SELECT * FROM batches WHERE status IN ({placeholders}) AND "
-                 "(next_action_at IS NULL OR next_action_at <= :now) "
-                 f"ORDER BY {order} LIMIT :n"),
-            {**params, "now": ctx.now(), "n": ctx.batches_per_step + ctx.held_back_count},
-        ).all()
-    return [row for row in rows if not ctx.held_back(row.id)][: ctx.batches_per_step]
+from tracker.store.engine import read
 
 
 def update_one(conn: Connection, sql: str, params: Mapping[str, Any]) -> None:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from sqlalchemy import text
 
 from tracker.context import Context, log
-from tracker.errors import LeaseLost, StaleBatch, StaleTransition
+from tracker.errors import ClaimLost, LeaseLost, StaleBatch, StaleTransition
 from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
 from tracker.retry import backoff_delay
 from tracker.storable import storable_text
@@ -71,9 +71,12 @@ def isolated(ctx: Context, batch_id: str, step: str) -> Iterator[None]:
     """Run one batch's part of a step; an unexpected error (a row the database refuses, a
     full disk, a bug) is recorded on this batch and the step goes on with the next one."""
     try:
-        yield
+        with ctx.handling(batch_id):
+            yield
     except LeaseLost:
         raise
+    except ClaimLost as exc:
+        log.warning("batch %s: %s; %s left it alone", batch_id, exc, step)
     except (StaleTransition, StaleBatch) as exc:
         log.info("batch %s: %s moved it first; %s left it alone (%s)", batch_id,
                  "another step", step, exc)

@@ -24,7 +24,6 @@ from sqlalchemy import Connection, text
 from tracker import states
 from tracker.context import Context, log
 from tracker.crashpoints import crash_point
-from tracker.db import read
 from tracker.providers.base import (
     PermanentProviderError,
     ProviderError,
@@ -34,10 +33,11 @@ from tracker.providers.base import (
 )
 from tracker.providers.openai_results import missing_result_row
 from tracker.retry import Decision, Outcome, backoff_delay, classify, is_unfinished
-from tracker.steps.common import batch_item_ids, due_batches
+from tracker.steps.common import batch_item_ids
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.poll import VANISHED
 from tracker.steps.reconcile import sweep_duplicates, sweep_window
+from tracker.store.engine import read
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
@@ -45,7 +45,7 @@ TOKEN_LIMIT_CODE = "token_limit_exceeded"
 def ingest(ctx: Context) -> int:
     """Ingest every ended batch that is due. Returns how many were closed."""
     closed = 0
-    for batch in due_batches(ctx, states.ENDED_BATCH, "next_action_at"):
+    for batch in ctx.claim_due(states.ENDED_BATCH, "next_action_at"):
         with isolated(ctx, batch.id, "ingest"):
             closed += _ingest_guarded(ctx, batch)
     return closed

@@ -7,6 +7,8 @@ from sqlalchemy import Connection, text
 from tracker import states
 from tracker.context import Context, log, new_batch_id
 from tracker.crashpoints import crash_point
+from tracker.store.batches import lock_packing
+from tracker.store.dialect import byte_length, enqueue_order
 
 #: Bytes a JSONL line adds around the payload (custom_id, method, url, model).
 LINE_OVERHEAD = 200
@@ -57,15 +59,16 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
     max_lines, max_bytes = ctx.batch_limits(provider)
     limit = min(limit, max_lines)
     with ctx.write() as conn:
+        lock_packing(conn, provider, model)
         allowed, token_room, alone = _room(conn, provider, model, now, token_cap)
         if not allowed:
             return False
         # Sizes in UTF-8 bytes (the provider's limit), not characters.
         rows = conn.execute(
             text(
-                "SELECT id, length(CAST(payload AS BLOB)) AS size, est_tokens FROM items "
+                f"SELECT id, {byte_length(conn, 'payload')} AS size, est_tokens FROM items "
                 "WHERE status = 'queued' AND provider = :p AND model = :m AND not_before <= :now "
-                "ORDER BY rowid LIMIT :n"
+                f"ORDER BY {enqueue_order(conn)} LIMIT :n"
             ),
             {"p": provider, "m": model, "now": now, "n": limit},
         ).all()

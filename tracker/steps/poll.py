@@ -22,7 +22,6 @@ from tracker.providers.base import (
     TransientProviderError,
 )
 from tracker.retry import poll_delay
-from tracker.steps.common import due_batches
 from tracker.steps.failures import isolated, pausing, record_error, record_failure, refused
 from tracker.steps.reconcile import needs_sweep, sweep_duplicates
 
@@ -32,7 +31,7 @@ VANISHED = "vanished"
 
 def poll(ctx: Context) -> int:
     """Read the status of every running batch that is due. Returns how many were read."""
-    batches = due_batches(ctx, states.RUNNING_BATCH, "next_action_at")
+    batches = ctx.claim_due(states.RUNNING_BATCH, "next_action_at")
     for batch in batches:
         with isolated(ctx, batch.id, "poll"):
             _poll_one(ctx, batch)

@@ -16,7 +16,6 @@ from sqlalchemy import text
 from tracker import states
 from tracker.context import Context, log
 from tracker.crashpoints import crash_point
-from tracker.db import read
 from tracker.providers.base import (
     BaseBatchProvider,
     BatchTooLarge,
@@ -27,15 +26,16 @@ from tracker.providers.base import (
     ProviderError,
     TransientProviderError,
 )
-from tracker.steps.common import batch_item_ids, due_batches, stream_items, update_one
+from tracker.steps.common import batch_item_ids, stream_items, update_one
 from tracker.steps.failures import isolated, pausing, record_error, record_failure, refused
 from tracker.steps.reconcile import METADATA_KEY, adopt, find_ours, record_created
+from tracker.store.engine import read
 
 
 def submit(ctx: Context) -> int:
     """Upload and create every due `pending` batch. Returns how many batches were handled."""
     handled = 0
-    for batch in due_batches(ctx, frozenset({states.BatchStatus.PENDING}), "created_at"):
+    for batch in ctx.claim_due(frozenset({states.BatchStatus.PENDING}), "created_at"):
         if ctx.paused_reason(batch.provider) and not batch.cancel_requested:
             continue
         with isolated(ctx, batch.id, "submit"):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
-from tracker.db import write
 from tracker.errors import LeaseHeld
+from tracker.store.engine import write
 
 LEASE_NAME = "daemon"
 LEASE_TTL = 30.0
@@ -34,7 +34,7 @@ def _proc_stat(pid: int) -> list[str] | None:
     return stat.rsplit(")", 1)[1].split()
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """The kernel's start time of `pid`, to tell a reused pid from the holder."""
     fields = _proc_stat(pid)
     return fields[19] if fields else None
@@ -51,7 +51,7 @@ def process_alive(pid: int, start: str | None) -> bool:
     if fields is not None and fields[0] in ("Z", "X"):
         return False  # killed, not yet reaped by its parent
     if start is not None:
-        current = _process_start(pid)
+        current = process_start(pid)
         if current is not None and current != start:
             return False
     return True
@@ -66,7 +66,7 @@ class Lease:
 
 
 def _holder_id(host: str, pid: int) -> str:
-    return f"{host}:{pid}:{_process_start(pid) or '-'}:{uuid.uuid4().hex[:8]}"
+    return f"{host}:{pid}:{process_start(pid) or '-'}:{uuid.uuid4().hex[:8]}"
 
 
 def acquire(engine: Engine, now: float, ttl: float = LEASE_TTL) -> Lease:

@@ -1,4 +1,5 @@
-"""The database: engine, SQLite pragmas, transactions, and applying `schema/` migrations."""
+"""The database: engines for SQLite and PostgreSQL, transactions, and applying `schema/`
+migrations for the engine's dialect."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from tracker.errors import DatabaseError
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 DEFAULT_DB_URL = "sqlite:///tracker.db"
+#: A PostgreSQL session that sits inside a transaction this long (its worker was paused or
+#: hung) is ended by the server, so the row locks it holds cannot stall the other workers.
+PG_IDLE_IN_TRANSACTION_MS = 60_000
+#: Any number smaller than 2**31: the key of the advisory lock that serializes migrations.
+_MIGRATION_LOCK = 7_350_001
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -63,15 +69,33 @@ def _create_private_file(path: Path) -> None:
 
 
 def make_engine(url: str = DEFAULT_DB_URL) -> Engine:
-    """An engine with the tracker's settings; SQLite gets WAL, FULL sync and IMMEDIATE writes."""
+    """An engine with the tracker's settings: SQLite gets WAL, FULL sync and IMMEDIATE writes;
+    PostgreSQL goes through psycopg 3 (`postgresql://` is read as `postgresql+psycopg://`)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise DatabaseError(f"not a database URL: {url!r}") from None
-    if parsed.get_backend_name() != "sqlite":
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+            raise DatabaseError(f"unsupported PostgreSQL driver {parsed.get_driver_name()!r}; "
+                                "use a postgresql+psycopg:// URL")
+        return _postgresql_engine(parsed.set(drivername="postgresql+psycopg"))
+    if backend != "sqlite":
         raise DatabaseError(
-            f"{parsed.get_backend_name()} databases are not supported yet; use a sqlite:/// URL"
+            f"{backend} databases are not supported; use a sqlite:/// or "
+            "postgresql+psycopg:// URL"
         )
+    return _sqlite_engine(url)
+
+
+def _postgresql_engine(url: URL) -> Engine:
+    options = f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TRANSACTION_MS} -c timezone=UTC"
+    return create_engine(url, pool_pre_ping=True, connect_args={"options": options,
+                                                                "connect_timeout": 10})
+
+
+def _sqlite_engine(url: str) -> Engine:
     path = _sqlite_path(url)
     if path is not None:
         _create_private_file(path)
@@ -96,6 +120,10 @@ def make_engine(url: str = DEFAULT_DB_URL) -> Engine:
     return engine
 
 
+def is_postgresql(engine_or_conn: Engine | Connection) -> bool:
+    return engine_or_conn.dialect.name == "postgresql"
+
+
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed on success, rolled back on any exception."""
@@ -107,6 +135,9 @@ def write(engine: Engine) -> Iterator[Connection]:
 def read(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction (does not block writers on SQLite)."""
     with engine.connect() as conn:
+        if is_postgresql(engine):
+            # One snapshot for every statement of the read, as SQLite's read transaction gives.
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
         conn = conn.execution_options(tracker_readonly=True)
         with conn.begin():
             yield conn
@@ -114,8 +145,12 @@ def read(engine: Engine) -> Iterator[Connection]:
 
 def _current_version(conn: Connection) -> int | None:
     """The applied schema version; None for an empty database; error for a foreign one."""
-    tables = {r[0] for r in conn.exec_driver_sql(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+    if is_postgresql(conn):
+        listing = ("SELECT table_name FROM information_schema.tables "
+                   "WHERE table_schema = current_schema()")
+    else:
+        listing = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    tables = {r[0] for r in conn.exec_driver_sql(listing)}
     if "schema_version" not in tables:
         if tables:
             raise DatabaseError(
@@ -141,6 +176,15 @@ def split_sql(sql: str) -> list[str]:
     return statements
 
 
+def _run_script(conn: Connection, sql: str) -> None:
+    if is_postgresql(conn):
+        # Sent whole and without parameters: PL/pgSQL bodies keep their semicolons and `%`.
+        conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+        return
+    for statement in split_sql(sql):
+        conn.exec_driver_sql(statement)
+
+
 def migrate(engine: Engine) -> int:
     """Create or upgrade the schema; idempotent and safe when two processes race. Returns the
     version now applied. Refuses a database from a newer tracker."""
@@ -149,7 +193,9 @@ def migrate(engine: Engine) -> int:
     newest = max(v for v, _, _ in available)
     location = _describe(engine)
     try:
-        with engine.begin() as conn:  # BEGIN IMMEDIATE: one migrator at a time
+        with engine.begin() as conn:  # one migrator at a time
+            if is_postgresql(conn):
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             current = _current_version(conn) or 0
             if current > newest:
                 raise DatabaseError(
@@ -159,8 +205,7 @@ def migrate(engine: Engine) -> int:
             for version, name, sql in available:
                 if version <= current:
                     continue
-                for statement in split_sql(sql):
-                    conn.exec_driver_sql(statement)
+                _run_script(conn, sql)
                 conn.execute(
                     text("INSERT INTO schema_version (version, name, applied_at) "
                          "VALUES (:v, :n, :t)"),
@@ -183,6 +228,8 @@ def _describe(engine: Engine) -> str:
 def _db_message(exc: DBAPIError) -> str:
     original = getattr(exc, "orig", None)
     message = str(original) if original is not None else str(exc).splitlines()[0]
+    # One line: libpq adds hints on lines of their own.
+    message = " ".join(part.strip() for part in message.splitlines() if part.strip())
     if "file is not a database" in message:
         return "not a tracker database (not an SQLite file)"
     if "unable to open" in message:

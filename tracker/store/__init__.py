@@ -1,0 +1,1 @@
+"""The store: every SQL statement the tracker runs, on SQLite or PostgreSQL."""

@@ -1,0 +1,101 @@
+"""The one write path that creates items: chunked inserts in one transaction, through the
+database driver itself (SQLAlchemy's per-row overhead would halve `tracker enqueue`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, cast
+
+from sqlalchemy import Engine
+
+from tracker.store.engine import is_postgresql
+
+#: The advisory lock key that serializes `tracker enqueue` runs on PostgreSQL (SQLite's
+#: BEGIN IMMEDIATE does the same): each run stamps its rows later than every earlier run's.
+ENQUEUE_LOCK = 7_350_002
+
+_INSERT = (
+    "INSERT INTO items (id, provider, model, payload, est_tokens, status, status_reason, "
+    "attempts, not_before, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, 'queued', 'enqueued', 0, 0, ?, ?)"
+)
+#: The creation row of each item's history (a per-row trigger would triple enqueue time).
+_HISTORY = (
+    "INSERT INTO transitions (entity, entity_id, from_status, to_status, at, reason) "
+    "VALUES ('item', ?, NULL, 'queued', ?, 'enqueued')"
+)
+
+#: `(id, provider, model, payload, est_tokens, created_at, updated_at)`
+ItemRow = tuple[str, str, str, str, int, float, float]
+
+
+class ItemInserter:
+    """`with ItemInserter(engine) as inserter:` commits every chunk or, on any exception,
+    none. Writers are serialized for the duration."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._pg = is_postgresql(engine)
+        self._integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self._pg else statement
+
+    def __enter__(self) -> ItemInserter:
+        self._raw = self._engine.raw_connection()
+        self._conn: Any = cast(Any, self._raw.driver_connection)
+        self._cur: Any = self._conn.cursor()
+        if self._pg:
+            self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (ENQUEUE_LOCK,))
+        else:
+            self._cur.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if self._pg:
+                (self._conn.rollback if exc_type else self._conn.commit)()
+            else:
+                self._cur.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._raw.close()
+
+    def latest_created_at(self) -> float | None:
+        self._cur.execute("SELECT max(created_at) FROM items")
+        value = self._cur.fetchone()[0]
+        return None if value is None else float(value)
+
+    def insert_chunk(self, rows: Sequence[ItemRow], stamp: float) -> bool:
+        """Insert every row with its history row, or (an id already present) none."""
+        self._cur.execute("SAVEPOINT chunk")
+        try:
+            self._cur.executemany(self._sql(_INSERT), rows)
+        except self._integrity_error:
+            self._cur.execute("ROLLBACK TO SAVEPOINT chunk")
+            self._cur.execute("RELEASE SAVEPOINT chunk")
+            return False
+        self._cur.execute("RELEASE SAVEPOINT chunk")
+        self._cur.executemany(self._sql(_HISTORY), [(row[0], stamp) for row in rows])
+        return True
+
+    def insert_one(self, row: ItemRow, stamp: float) -> bool:
+        """Insert one row with its history row; False if its id is already present."""
+        self._cur.execute("SAVEPOINT one")
+        try:
+            self._cur.execute(self._sql(_INSERT), row)
+        except self._integrity_error:
+            self._cur.execute("ROLLBACK TO SAVEPOINT one")
+            self._cur.execute("RELEASE SAVEPOINT one")
+            return False
+        self._cur.execute("RELEASE SAVEPOINT one")
+        self._cur.execute(self._sql(_HISTORY), (row[0], stamp))
+        return True
+
+    def existing(self, item_id: str) -> tuple[str, str, str, float] | None:
+        """`(provider, model, payload, created_at)` of a stored item."""
+        self._cur.execute(self._sql("SELECT provider, model, payload, created_at FROM items "
+                                    "WHERE id = ?"), (item_id,))
+        row = self._cur.fetchone()
+        return None if row is None else (row[0], row[1], row[2], float(row[3]))

@@ -1,0 +1,149 @@
+"""Workers and their claims on batches: the per-row leases that let many `tracker run`
+processes share one PostgreSQL database (and the one daemon of an SQLite file).
+
+Each worker has a row in `workers`, renewed by its heartbeat together with the batches it has
+claimed. A worker claims due batches with `FOR UPDATE SKIP LOCKED` (two workers never wait on
+or take the same rows) and keeps them until it stops; a claim whose worker stopped
+heartbeating, or whose worker row is gone, is free for any other worker. Every claim adds one
+to the batch's `claim_token`: a worker checks holder and token inside each transaction that
+writes about the batch (`claim_held`), so once another worker has taken the batch over, the
+first one's late writes are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, bindparam, text
+
+from tracker.models import Batch
+from tracker.store.batches import STATUSES
+from tracker.store.dialect import skip_locked
+from tracker.store.engine import write
+from tracker.store.lease import process_alive, process_start
+
+WORKER_TTL = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerId:
+    id: str
+    host: str
+    pid: int
+
+
+def _start_of(worker_id: str) -> str | None:
+    parts = worker_id.split(":")
+    return parts[2] if len(parts) >= 4 and parts[2] != "-" else None
+
+
+def register(engine: Engine, now: float, ttl: float = WORKER_TTL) -> WorkerId:
+    """Add this process as a worker. Workers of this host whose process is gone are removed
+    first, so the batches a SIGKILLed worker claimed are free at once, not after its lease."""
+    host, pid = socket.gethostname(), os.getpid()
+    me = WorkerId(f"{host}:{pid}:{process_start(pid) or '-'}:{uuid.uuid4().hex[:8]}", host, pid)
+    with write(engine) as conn:
+        local = conn.execute(text("SELECT id, pid FROM workers WHERE host = :h"),
+                             {"h": host}).all()
+        dead = [row.id for row in local if not process_alive(row.pid, _start_of(row.id))]
+        _delete(conn, dead)
+        conn.execute(text(
+            "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, expires_at) "
+            "VALUES (:id, :host, :pid, :now, :now, :exp)"),
+            {"id": me.id, "host": host, "pid": pid, "now": now, "exp": now + ttl})
+    return me
+
+
+def remove_others(conn: Connection, me: WorkerId) -> None:
+    """Forget every other worker (the holder of SQLite's single-writer lease knows no other
+    worker can be alive), which frees their claims at once."""
+    conn.execute(text("DELETE FROM workers WHERE id <> :me"), {"me": me.id})
+
+
+def _delete(conn: Connection, worker_ids: Iterable[str]) -> None:
+    ids = list(worker_ids)
+    if ids:
+        conn.execute(text("DELETE FROM workers WHERE id IN :ids").bindparams(
+            bindparam("ids", expanding=True)), {"ids": ids})
+
+
+def heartbeat(engine: Engine, me: WorkerId, now: float, ttl: float = WORKER_TTL) -> bool:
+    """Renew this worker and its claims; remove workers whose lease ran out. False if this
+    worker's own row is gone (it was paused past its lease and removed): it must stop."""
+    with write(engine) as conn:
+        alive = conn.execute(text(
+            "UPDATE workers SET heartbeat_at = :now, expires_at = :exp WHERE id = :me"),
+            {"now": now, "exp": now + ttl, "me": me.id}).rowcount == 1
+        if not alive:
+            return False
+        conn.execute(text(
+            "UPDATE batches SET claim_expires_at = :exp, claim_heartbeat_at = :now "
+            "WHERE claimed_by = :me AND status <> 'ingested'"),
+            {"now": now, "exp": now + ttl, "me": me.id})
+        conn.execute(text("DELETE FROM workers WHERE expires_at < :now"), {"now": now})
+    return True
+
+
+def deregister(engine: Engine, me: WorkerId) -> None:
+    """Give back every claim and remove this worker (a clean stop)."""
+    with write(engine) as conn:
+        conn.execute(text(
+            "UPDATE batches SET claimed_by = NULL, claim_expires_at = NULL "
+            "WHERE claimed_by = :me"), {"me": me.id})
+        conn.execute(text("DELETE FROM workers WHERE id = :me"), {"me": me.id})
+
+
+def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[str], order: str, now: float,
+              limit: int, ttl: float = WORKER_TTL) -> list[Batch]:
+    """Claim due batches in `statuses` until this worker holds `limit` of them, and return the
+    ones it holds, in `order` (claims it already had come back too)."""
+    params = {"me": me.id, "now": now, "exp": now + ttl, "statuses": sorted(statuses),
+              "n": limit}
+    due = ("b.status IN :statuses AND (b.next_action_at IS NULL OR b.next_action_at <= :now)")
+    with write(engine) as conn:
+        held = conn.execute(text(
+            f"SELECT count(*) FROM batches b WHERE {due} AND b.claimed_by = :me"
+        ).bindparams(STATUSES), params).scalar_one()
+        if held < limit:
+            conn.execute(text(
+                "UPDATE batches SET claimed_by = :me, claim_token = claim_token + 1, "
+                "claim_expires_at = :exp, claim_heartbeat_at = :now WHERE id IN ("
+                f"SELECT b.id FROM batches b WHERE {due} AND (b.claimed_by IS NULL "
+                "OR b.claim_expires_at IS NULL OR b.claim_expires_at < :now "
+                "OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = b.claimed_by)) "
+                f"ORDER BY COALESCE(b.{order}, 0) LIMIT :room{skip_locked(conn)})"
+            ).bindparams(STATUSES), {**params, "room": limit - held})
+        rows = conn.execute(text(
+            f"SELECT b.* FROM batches b WHERE {due} AND b.claimed_by = :me "
+            f"ORDER BY COALESCE(b.{order}, 0) LIMIT :n").bindparams(STATUSES),
+            params).all()
+    return [Batch.model_validate(row._mapping) for row in rows]
+
+
+def claim_held(conn: Connection, me: WorkerId, batch_id: str, token: int) -> bool:
+    """Whether this worker still holds its claim on the batch (call inside the transaction
+    that writes): the worker's row exists and the batch names it with the same token."""
+    return conn.execute(text(
+        "SELECT count(*) FROM batches b JOIN workers w ON w.id = b.claimed_by "
+        "WHERE b.id = :id AND b.claimed_by = :me AND b.claim_token = :t"),
+        {"id": batch_id, "me": me.id, "t": token}).scalar_one() == 1
+
+
+def registered(conn: Connection, me: WorkerId) -> bool:
+    return conn.execute(text("SELECT count(*) FROM workers WHERE id = :me"),
+                        {"me": me.id}).scalar_one() == 1
+
+
+def live_workers(conn: Connection, now: float) -> list[dict[str, object]]:
+    """One entry per worker whose lease has not run out, with its claimed open batches."""
+    rows = conn.execute(text(
+        "SELECT w.id, w.host, w.pid, w.heartbeat_at, (SELECT count(*) FROM batches b "
+        "WHERE b.claimed_by = w.id AND b.status <> 'ingested') AS claimed "
+        "FROM workers w WHERE w.expires_at >= :now ORDER BY w.started_at"), {"now": now}).all()
+    return [{"host": row.host, "pid": row.pid,
+             "heartbeat_age_seconds": round(max(now - row.heartbeat_at, 0.0), 1),
+             "claimed_batches": row.claimed} for row in rows]
