@@ -38,8 +38,8 @@ def peak_rss_mb() -> float:
 
 def run_tracker(path: Path, db: Path) -> dict[str, float]:
     from tracker.config import load_config
-    from tracker.store.engine import open_database
     from tracker.enqueue import enqueue_stream
+    from tracker.store.engine import open_database
 
     engine = open_database(f"sqlite:///{db}")
     config = load_config()

@@ -1,6 +1,7 @@
 """A daemon paused past its lease (SIGSTOP: a VM pause, a long stall) comes back after another
 daemon took over. Fencing must stop it before its next write or provider call: no second
-provider batch, no second ingest. Real processes, a real SQLite file or PostgreSQL database, the fake Batch API."""
+provider batch, no second ingest. Real processes, a real SQLite file or PostgreSQL database,
+the fake Batch API."""
 
 from __future__ import annotations
 
