@@ -17,22 +17,17 @@ from typing import IO, Any, TypeVar
 import click
 from sqlalchemy import Engine
 
+from tracker.actions import request_cancel, retry_items
 from tracker.config import TrackerConfig, default_config_path, load_config
 from tracker.context import Context
 from tracker.daemon import Daemon
 from tracker.enqueue import enqueue_stream
 from tracker.errors import TrackerError
 from tracker.providers.base import PermanentProviderError, ProviderError
-from tracker.queries import (
-    RESULT_FIELDS,
-    dumps_record,
-    iter_results,
-    request_cancel,
-    retry_items,
-    status_report,
-)
 from tracker.redact import redact_secrets
+from tracker.states import ItemStatus
 from tracker.store.engine import DEFAULT_DB_URL, open_database
+from tracker.store.reports import RESULT_FIELDS, iter_results, status_report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -225,7 +220,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 @cli.command()
 @click.option("--status", "item_status", default=None,
-              type=click.Choice(["queued", "in_batch", "succeeded", "failed", "cancelled"]))
+              type=click.Choice([status.value for status in ItemStatus]))
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -240,7 +235,8 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
     \b
         tracker results --status succeeded --format csv -o results.csv
     """
-    records = iter_results(settings.engine, item_status)
+    records = iter_results(settings.engine,
+                           None if item_status is None else ItemStatus(item_status))
     with click.open_file(output or "-", "w", encoding="utf-8") as out:
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS)
@@ -248,7 +244,7 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
             writer.writerows(records)
         else:
             for record in records:
-                out.write(dumps_record(record) + "\n")
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 @cli.command()

@@ -11,14 +11,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from tracker.config import TrackerConfig
 from tracker.errors import ClaimLost, LeaseLost
 from tracker.models import Batch
 from tracker.providers import registry
 from tracker.providers.base import BaseBatchProvider
-from tracker.store import batches, lease, workers
+from tracker.states import BatchStatus
+from tracker.store import batches, lease, provider_state, workers
 from tracker.store.engine import read, write
 from tracker.store.workers import WORKER_TTL, WorkerId
 
@@ -70,7 +71,7 @@ class Context:
             return False
         return True
 
-    def claim_due(self, statuses: frozenset[str], order: str) -> list[Batch]:
+    def claim_due(self, statuses: frozenset[BatchStatus], order: str) -> list[Batch]:
         """This worker's due batches in `statuses`, claimed first; every due batch when no
         worker runs the steps. At most `batches_per_step`, skipping held-back ones."""
         limit = self.batches_per_step + self.held_back_count
@@ -146,9 +147,9 @@ class Context:
         return source.max_lines_per_batch, source.max_bytes_per_batch
 
     def endpoint(self, provider: str, model: str) -> str:
-        from tracker.providers.openai import ENDPOINTS
-
-        return ENDPOINTS.get(self.mode(provider, model), "/v1/chat/completions")
+        """Where `model`'s requests go, by its mode (known without credentials)."""
+        source = self.providers.get(provider) or registry.provider_class(provider)
+        return source.endpoint_for(self.mode(provider, model))
 
     def max_attempts(self, provider: str) -> int:
         return self.config.provider(provider).max_attempts
@@ -162,40 +163,22 @@ class Context:
     def paused_reason(self, provider: str) -> str | None:
         """The reason submissions to `provider` are paused, unless its probe time has come."""
         with read(self.engine) as conn:
-            row = conn.execute(
-                text("SELECT paused_reason, next_probe_at FROM provider_state "
-                     "WHERE provider = :p"),
-                {"p": provider},
-            ).one_or_none()
-        if row is None or row.paused_reason is None:
+            pause = provider_state.pause_of(conn, provider)
+        if pause is None:
             return None
-        if row.next_probe_at is not None and row.next_probe_at <= self.now():
+        if pause.next_probe_at is not None and pause.next_probe_at <= self.now():
             return None
-        return row.paused_reason
+        return pause.reason
 
     def pause_provider(self, provider: str, reason: str, probe_in: float) -> None:
         now = self.now()
         with self.write() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO provider_state (provider, paused_reason, paused_at, "
-                    "next_probe_at, updated_at) VALUES (:p, :r, :now, :probe, :now) "
-                    "ON CONFLICT (provider) DO UPDATE SET paused_reason = :r, "
-                    "paused_at = COALESCE(provider_state.paused_at, :now), "
-                    "next_probe_at = :probe, updated_at = :now"
-                ),
-                {"p": provider, "r": reason, "now": now, "probe": now + probe_in},
-            )
+            provider_state.pause(conn, provider, reason, now, now + probe_in)
         log.error("provider %s: submissions paused: %s (next probe in %.0fs)",
                   provider, reason, probe_in)
 
     def resume_provider(self, provider: str) -> None:
         with self.write() as conn:
-            resumed = conn.execute(
-                text("UPDATE provider_state SET paused_reason = NULL, paused_at = NULL, "
-                     "next_probe_at = NULL, updated_at = :now "
-                     "WHERE provider = :p AND paused_reason IS NOT NULL"),
-                {"p": provider, "now": self.now()},
-            ).rowcount
+            resumed = provider_state.resume(conn, provider, self.now())
         if resumed:
             log.info("provider %s: submissions resumed", provider)

@@ -20,25 +20,19 @@ from datetime import datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import text
 
 from tracker.context import Context, log
 from tracker.crashpoints import other_thread_writing
 from tracker.errors import LeaseLost
 from tracker.steps import ingest, pack, poll, submit
 from tracker.store import lease as leases
-from tracker.store import workers
-from tracker.store.engine import is_postgresql, read, write
+from tracker.store import reports, workers
+from tracker.store.engine import is_postgresql, write
 
 
 def is_idle(ctx: Context) -> bool:
-    """No item waiting or in flight, and no batch open."""
-    with read(ctx.engine) as conn:
-        busy = conn.execute(text(
-            "SELECT EXISTS (SELECT 1 FROM items WHERE status IN ('queued', 'in_batch')) "
-            "OR EXISTS (SELECT 1 FROM batches WHERE status <> 'ingested')"
-        )).scalar()
-    return not busy
+    """No item waiting or in flight, and no batch open (for any worker)."""
+    return reports.is_idle(ctx.engine)
 
 
 def run_steps_once(ctx: Context) -> None:

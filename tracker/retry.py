@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from tracker.providers.base import ProviderResultRow
+from tracker.providers.base import MISSING_RESULT_CODE, ProviderResultRow
+from tracker.states import ItemStatus
 
 #: HTTP statuses of a failed line that are worth sending again.
 TRANSIENT_LINE_STATUSES = frozenset({408, 409, 429})
@@ -13,10 +14,10 @@ CANCELLED_LINE_CODES = frozenset({"batch_cancelled", "cancelled"})
 
 
 class Outcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    RETRY = "queued"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+    SUCCEEDED = ItemStatus.SUCCEEDED.value
+    RETRY = ItemStatus.QUEUED.value
+    FAILED = ItemStatus.FAILED.value
+    CANCELLED = ItemStatus.CANCELLED.value
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Decision:
 
 def is_unfinished(row: ProviderResultRow) -> bool:
     """A line its batch's cancel stopped, or one in neither file: it never ran."""
-    return row.error_code in CANCELLED_LINE_CODES or row.error_code == "missing_result"
+    return row.error_code in CANCELLED_LINE_CODES or row.error_code == MISSING_RESULT_CODE
 
 
 def is_permanent_line(row: ProviderResultRow) -> bool:

@@ -21,9 +21,10 @@ from tests.integration.daemon_harness import (
     make_config,
     make_context,
 )
+from tracker.actions import request_cancel, retry_items
 from tracker.context import Context
 from tracker.daemon import run_steps_once
-from tracker.queries import request_cancel, retry_items, status_report
+from tracker.store.reports import status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 

@@ -17,9 +17,9 @@ from tests.integration.daemon_harness import (
     make_context,
 )
 from tracker.daemon import run_steps_once
-from tracker.queries import status_report
 from tracker.steps import BATCHES_PER_HOUR, pack
 from tracker.store.engine import write
+from tracker.store.reports import status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 

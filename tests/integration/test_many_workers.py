@@ -16,7 +16,7 @@ import pytest
 from tests.integration.test_crash import Tracker, _poll_until, _wait
 from tests.integration.test_paused_daemon import _stopped
 from tracker import states
-from tracker.steps.reconcile import METADATA_KEY
+from tracker.providers.openai import OpenAIBatchProvider
 from tracker.testing.fake_openai import FakeOpenAI
 
 on_postgresql = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -86,7 +86,8 @@ def test_three_workers__one_killed_one_paused__every_item_once(tmp_path: Path,
             "to_status = 'succeeded' GROUP BY entity_id")).values())
         assert finishes == Counter({1: n})
         # no provider batch created twice for one local batch, counted at the server
-        per_local = Counter(record.metadata[METADATA_KEY] for record in server.batches.values()
+        key = OpenAIBatchProvider.metadata_key
+        per_local = Counter(record.metadata[key] for record in server.batches.values()
                             if record.metadata)
         local = {row[0] for row in tracker.query(
             "SELECT id FROM batches WHERE duplicate_of IS NULL")}

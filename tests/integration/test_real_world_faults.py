@@ -27,10 +27,11 @@ from tests.integration.daemon_harness import (
     make_config,
     make_context,
 )
+from tracker.actions import request_cancel
 from tracker.context import Context
 from tracker.daemon import run_steps_once
-from tracker.queries import request_cancel, status_report
 from tracker.store.engine import write
+from tracker.store.reports import status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 

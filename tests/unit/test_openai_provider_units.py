@@ -15,12 +15,12 @@ from tracker.providers.base import (
     NormalizedStatus,
     PermanentProviderError,
     TransientProviderError,
+    missing_result_row,
 )
 from tracker.providers.openai import OpenAIBatchProvider, normalize_status
 from tracker.providers.openai_errors import classify_openai_error, parse_retry_after
 from tracker.providers.openai_results import (
     CorruptResultLine,
-    missing_result_row,
     parse_result_line,
     read_result_file,
 )

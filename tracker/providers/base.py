@@ -16,6 +16,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+#: `error_code` of a request that appears in neither result file (retried: nothing was paid).
+MISSING_RESULT_CODE = "missing_result"
+
 
 class NormalizedStatus(StrEnum):
     """A provider batch status, mapped onto the seed's internal vocabulary."""
@@ -173,7 +176,9 @@ class ProviderResultRow:
     """One request's outcome, from the output file, the error file, or neither (missing).
 
     The first six fields are the seed's; `status_code` and `error_code` say why a line failed
-    (`status_code` None for non-HTTP failures such as `batch_expired`).
+    (`status_code` None for non-HTTP failures such as `batch_expired`); the token counts are
+    the provider's usage figures for a successful line, read by the provider (each API names
+    them its own way).
     """
 
     custom_id: str
@@ -184,6 +189,19 @@ class ProviderResultRow:
     is_success: bool = False
     status_code: int | None = None
     error_code: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+def missing_result_row(custom_id: str) -> ProviderResultRow:
+    """A request that appears in neither result file (treated as transient upstream)."""
+    return ProviderResultRow(
+        custom_id=custom_id,
+        error_message="the batch returned no line for this request in its output or error file",
+        is_success=False,
+        error_code=MISSING_RESULT_CODE,
+    )
 
 
 class BaseBatchProvider(ABC):
@@ -193,6 +211,21 @@ class BaseBatchProvider(ABC):
     #: Per-batch limits; an instance may lower them (tests do).
     max_lines_per_batch: int = 50_000
     max_bytes_per_batch: int = 200 * 1024 * 1024
+    #: The metadata key each provider batch carries the tracker's local batch id under
+    #: (reconcile and the duplicate sweep search by it).
+    metadata_key: str = "tracker_batch_id"
+    #: mode (a model's `mode` in the config) -> the endpoint its requests go to; the first is
+    #: the default for a mode the provider does not list (`prepare_payloads` refuses it).
+    endpoints: Mapping[str, str] = {}
+
+    @classmethod
+    def endpoint_for(cls, mode: str) -> str:
+        """The endpoint a batch of `mode` requests is created for (known without a client)."""
+        return cls.endpoints.get(mode) or next(iter(cls.endpoints.values()), "")
+
+    def missing_result(self, custom_id: str) -> ProviderResultRow:
+        """The row for a request that no result file holds (the tracker sends it again)."""
+        return missing_result_row(custom_id)
 
     @abstractmethod
     def prepare_payloads(
@@ -244,6 +277,11 @@ class BaseBatchProvider(ABC):
     def cancel(self, provider_batch_id: str) -> ProviderBatch:
         """Ask the provider to cancel the batch. A provider that refuses because the batch has
         ended may raise `PermanentProviderError` (the caller then reads the status)."""
+
+    def failed_validation(self, provider_status: str | None) -> bool:
+        """Whether the provider status says the batch was refused as a whole before it ran
+        (its batch-level errors say why), rather than expired or cancelled."""
+        return provider_status == "failed"
 
     def cancel_acknowledged(self, provider_status: str | None) -> bool:
         """Whether the provider status shows a cancel already taken (no need to send again)."""

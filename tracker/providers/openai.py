@@ -32,13 +32,10 @@ from tracker.providers.base import (
     SubmitResult,
     TransientProviderError,
     UploadedFile,
+    missing_result_row,
 )
 from tracker.providers.openai_errors import classify_openai_error
-from tracker.providers.openai_results import (
-    CorruptResultLine,
-    missing_result_row,
-    read_result_file,
-)
+from tracker.providers.openai_results import CorruptResultLine, read_result_file
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +140,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
     """
 
     name = "openai"
+    endpoints = ENDPOINTS
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})

@@ -9,9 +9,6 @@ from typing import Any
 
 from tracker.providers.base import ProviderResultRow
 
-MISSING_RESULT_CODE = "missing_result"
-MISSING_RESULT_MESSAGE = "the batch returned no line for this request in its output or error file"
-
 
 class CorruptResultLine(ValueError):
     """A result line that is not a JSON object with a `custom_id` (often a cut-off download)."""
@@ -43,6 +40,11 @@ def _http_error_message(body: Any, status_code: int) -> tuple[str, str | None]:
     return f"HTTP {status_code}", None
 
 
+def _count(value: Any) -> int | None:
+    """A usage figure, if it is a whole number (never a bool or a string)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
     """One output or error line, either shape (§3.2/§3.3 of the API reference), to a row."""
     custom_id = line.get("custom_id")
@@ -57,6 +59,8 @@ def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
         body = response.get("body")
         if isinstance(status_code, int) and status_code < 400 and not error:
             body_map = body if isinstance(body, Mapping) else {}
+            usage = body_map.get("usage")
+            usage = usage if isinstance(usage, Mapping) else {}
             return ProviderResultRow(
                 custom_id=custom_id,
                 output_text=_assistant_text(body_map),
@@ -64,6 +68,10 @@ def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
                 raw_metadata=raw_metadata,
                 is_success=True,
                 status_code=status_code,
+                prompt_tokens=_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+                completion_tokens=_count(usage.get("completion_tokens",
+                                                   usage.get("output_tokens"))),
+                total_tokens=_count(usage.get("total_tokens")),
             )
         code_int = status_code if isinstance(status_code, int) else None
         message, code = _http_error_message(body, code_int or 0)
@@ -85,16 +93,6 @@ def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
             error_code=str(error["code"]) if error.get("code") is not None else None,
         )
     raise CorruptResultLine(f"result line for {custom_id!r} has neither response nor error")
-
-
-def missing_result_row(custom_id: str) -> ProviderResultRow:
-    """The row for a request that appears in neither file (treated as transient upstream)."""
-    return ProviderResultRow(
-        custom_id=custom_id,
-        error_message=MISSING_RESULT_MESSAGE,
-        is_success=False,
-        error_code=MISSING_RESULT_CODE,
-    )
 
 
 def read_result_file(path: Path) -> Iterator[ProviderResultRow]:

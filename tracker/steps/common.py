@@ -1,43 +1,32 @@
-"""Reads and guarded writes that several steps share."""
+"""What several steps share: keeping a provider snapshot on the batch row, and the provider
+status the tracker writes itself for a batch that vanished."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
-from typing import Any
+from sqlalchemy import Connection
 
-from sqlalchemy import Connection, text
-
-from tracker.context import Context
 from tracker.errors import StaleBatch
-from tracker.store.engine import read
+from tracker.models import Batch
+from tracker.providers.base import ProviderBatch
+from tracker.retry import poll_delay
+from tracker.store import batches
+
+#: `provider_status` of a batch that answered 404 past the grace period.
+VANISHED = "vanished"
 
 
-def update_one(conn: Connection, sql: str, params: Mapping[str, Any]) -> None:
-    """Run a guarded UPDATE that must match exactly one row; `StaleBatch` if it did not (the
-    row moved under us), so the caller sends nothing on the strength of a stale read."""
-    matched = conn.execute(text(sql), dict(params)).rowcount
-    if matched != 1:
-        raise StaleBatch(f"expected to update one row, updated {matched}: {sql.split()[1]} "
-                         f"{params.get('id')}")
+def provider_batch_id(batch: Batch) -> str:
+    """The provider's id of a batch that reached the provider (every running or duplicate
+    row has one; a row without is stale and left alone)."""
+    if batch.provider_batch_id is None:
+        raise StaleBatch(f"batch {batch.id} has no provider batch id")
+    return batch.provider_batch_id
 
 
-def batch_item_ids(ctx: Context, batch_id: str) -> list[str]:
-    """The ids of the items still in the batch, in input-file (id) order."""
-    with read(ctx.engine) as conn:
-        return list(conn.execute(
-            text("SELECT id FROM items WHERE batch_id = :b AND status = 'in_batch' ORDER BY id"),
-            {"b": batch_id},
-        ).scalars())
-
-
-def stream_items(conn: Connection, batch_id: str) -> Iterator[dict[str, Any]]:
-    """The batch's items as `{"id", "input_payload"}`, in id order (the input file's order,
-    which maps 1-based validation-error lines back to items)."""
-    result = conn.execution_options(stream_results=True).execute(
-        text("SELECT id, payload FROM items WHERE batch_id = :b AND status = 'in_batch' "
-             "ORDER BY id"),
-        {"b": batch_id},
-    )
-    for row in result:
-        yield {"id": row.id, "input_payload": json.loads(row.payload)}
+def store_status(conn: Connection, batch_id: str, status: ProviderBatch, now: float,
+                 poll_interval: float) -> None:
+    """Keep what the provider said about the batch, and poll it again after a delay that
+    grows with the batch's age."""
+    age = now - batches.created_at(conn, batch_id)
+    batches.record_provider_status(conn, batch_id, status, now + poll_delay(poll_interval, age),
+                                   now)

@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import text
-
 from tracker.context import Context, log
 from tracker.errors import ClaimLost, LeaseLost, StaleBatch, StaleTransition
 from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
 from tracker.retry import backoff_delay
-from tracker.storable import storable_text
+from tracker.store import batches
 
 #: Errors that stop all submissions to a provider until a probe succeeds.
 PAUSING_CODES = frozenset({"insufficient_quota", "invalid_api_key", "missing_api_key"})
@@ -37,18 +35,11 @@ def record_error(ctx: Context, batch_id: str, message: str, *, hint: float | Non
     """Keep `message` on the batch and push its next action back. Returns the wait."""
     now = ctx.now()
     with ctx.write() as conn:
-        failures = conn.execute(
-            text("UPDATE batches SET failures = failures + 1 WHERE id = :id RETURNING failures"),
-            {"id": batch_id},
-        ).scalar_one()
+        failures = batches.add_failure(conn, batch_id)
         wait = delay if delay is not None else backoff_delay(
             failures, hint, first=min(ctx.poll_interval, 1.0),
             cap=max(ctx.poll_interval * 10, 60.0))
-        conn.execute(
-            text("UPDATE batches SET last_error = :e, next_action_at = :t, updated_at = :now "
-                 "WHERE id = :id"),
-            {"e": storable_text(message), "t": now + wait, "now": now, "id": batch_id},
-        )
+        batches.set_error(conn, batch_id, message, now + wait, now)
     log.warning("batch %s: %s (try %d, next in %.1fs)", batch_id, message, failures, wait)
     return wait
 

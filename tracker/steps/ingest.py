@@ -19,11 +19,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-from tracker import states
 from tracker.context import Context, log
 from tracker.crashpoints import crash_point
+from tracker.models import Batch
 from tracker.providers.base import (
     PermanentProviderError,
     ProviderError,
@@ -31,13 +31,13 @@ from tracker.providers.base import (
     ResultsNotReady,
     TransientProviderError,
 )
-from tracker.providers.openai_results import missing_result_row
 from tracker.retry import Decision, Outcome, backoff_delay, classify, is_unfinished
-from tracker.steps.common import batch_item_ids
+from tracker.states import ENDED_BATCH, BatchStatus, ItemStatus
+from tracker.steps.common import VANISHED
 from tracker.steps.failures import isolated, record_error, record_failure, refused
-from tracker.steps.poll import VANISHED
 from tracker.steps.reconcile import sweep_duplicates, sweep_window
-from tracker.store.engine import read
+from tracker.store import batches, items
+from tracker.store.transitions import move_batch, move_item
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
@@ -45,13 +45,13 @@ TOKEN_LIMIT_CODE = "token_limit_exceeded"
 def ingest(ctx: Context) -> int:
     """Ingest every ended batch that is due. Returns how many were closed."""
     closed = 0
-    for batch in ctx.claim_due(states.ENDED_BATCH, "next_action_at"):
+    for batch in ctx.claim_due(ENDED_BATCH, "next_action_at"):
         with isolated(ctx, batch.id, "ingest"):
             closed += _ingest_guarded(ctx, batch)
     return closed
 
 
-def _ingest_guarded(ctx: Context, batch: Any) -> bool:
+def _ingest_guarded(ctx: Context, batch: Batch) -> bool:
     try:
         ingest_batch(ctx, batch)
         return True
@@ -66,7 +66,7 @@ def _ingest_guarded(ctx: Context, batch: Any) -> bool:
     return False
 
 
-def _results_missing(ctx: Context, batch: Any, exc: ProviderError) -> bool:
+def _results_missing(ctx: Context, batch: Batch, exc: ProviderError) -> bool:
     """A result file (or the batch itself) cannot be downloaded whole yet: wait, up to the
     grace period counted from the first time it was missed; then store what there is, file by
     file (a file that never came whole counts as missing)."""
@@ -75,8 +75,7 @@ def _results_missing(ctx: Context, batch: Any, exc: ProviderError) -> bool:
     if since is None:
         since = now
         with ctx.write() as conn:
-            conn.execute(text("UPDATE batches SET results_missing_since = :now WHERE id = :id"),
-                         {"now": now, "id": batch.id})
+            batches.mark_results_missing(conn, batch.id, now)
     grace = ctx.not_found_grace(batch.provider)
     if now - since < grace:
         record_error(ctx, batch.id,
@@ -90,7 +89,7 @@ def _results_missing(ctx: Context, batch: Any, exc: ProviderError) -> bool:
     return True
 
 
-def ingest_batch(ctx: Context, batch: Any, *, skip_unavailable: bool = False) -> None:
+def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) -> None:
     maybe_twin = batch.create_attempts > 1 or (batch.provider_batch_id is None
                                                and batch.create_attempted_at is not None)
     if maybe_twin and _watching_for_a_ghost(ctx, batch):
@@ -109,10 +108,11 @@ def ingest_batch(ctx: Context, batch: Any, *, skip_unavailable: bool = False) ->
         _close(ctx, batch, _missing_rows(ctx, batch, message=batch.last_error),
                "vanished at the provider")
         return
-    if batch.provider_status == "failed" and not (batch.output_file_id or batch.error_file_id):
+    if (ctx.provider(batch.provider).failed_validation(batch.provider_status)
+            and not (batch.output_file_id or batch.error_file_id)):
         _ingest_validation_failure(ctx, batch)
         return
-    ids = batch_item_ids(ctx, batch.id)
+    ids = items.ids_in_batch(ctx.engine, batch.id)
     provider = ctx.provider_for_call(batch.provider)
     with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=ids,
                                 directory=results_directory(ctx, batch.id),
@@ -124,7 +124,7 @@ def ingest_batch(ctx: Context, batch: Any, *, skip_unavailable: bool = False) ->
         _close(ctx, batch, results, reason)
 
 
-def _watching_for_a_ghost(ctx: Context, batch: Any) -> bool:
+def _watching_for_a_ghost(ctx: Context, batch: Batch) -> bool:
     """A create of this row was sent more than once, or its answer was lost: look once more
     for provider batches carrying its id (cancelled as duplicates). A row that never got a
     provider batch stays open for the sweep window, since a lagging list may show one late."""
@@ -150,26 +150,25 @@ def results_directory(ctx: Context, batch_id: str) -> Path:
     return ctx.work_dir / f"results-{batch_id}"
 
 
-def _backoff(ctx: Context, batch: Any) -> float:
+def _backoff(ctx: Context, batch: Batch) -> float:
     """When the items of a batch that failed as a whole may be packed again: later with each
     attempt they have used, so a refusal that repeats cannot loop."""
-    with read(ctx.engine) as conn:
-        sent = conn.execute(text("SELECT COALESCE(max(attempts - free_attempts), 1) FROM items "
-                                 "WHERE batch_id = :b AND status = 'in_batch'"),
-                            {"b": batch.id}).scalar_one()
-    return ctx.now() + backoff_delay(int(sent), None, first=max(ctx.poll_interval, 1.0),
+    sent = items.most_attempts_used(ctx.engine, batch.id)
+    return ctx.now() + backoff_delay(sent, None, first=max(ctx.poll_interval, 1.0),
                                      cap=3600.0)
 
 
-def _missing_rows(ctx: Context, batch: Any, message: str | None = None) -> list[ProviderResultRow]:
-    rows = [missing_result_row(i) for i in batch_item_ids(ctx, batch.id)]
+def _missing_rows(ctx: Context, batch: Batch,
+                  message: str | None = None) -> list[ProviderResultRow]:
+    provider = ctx.provider(batch.provider)
+    rows = [provider.missing_result(i) for i in items.ids_in_batch(ctx.engine, batch.id)]
     if message:
         rows = [ProviderResultRow(custom_id=r.custom_id, error_message=message,
                                   error_code=r.error_code) for r in rows]
     return rows
 
 
-def _ingest_validation_failure(ctx: Context, batch: Any) -> None:
+def _ingest_validation_failure(ctx: Context, batch: Batch) -> None:
     """The whole batch failed validation. Per-line errors fail exactly those items (permanent);
     the other items go back to the queue without using an attempt, after a back-off when the
     provider's token limit was the cause. A batch-wide error of another kind (e.g. the input
@@ -190,9 +189,7 @@ def _ingest_validation_failure(ctx: Context, batch: Any) -> None:
     whole_code = whole[0].get("code") if whole else None
     max_attempts = ctx.max_attempts(batch.provider)
     with ctx.write() as conn:
-        attempts = conn.execute(
-            text("SELECT id, attempts - free_attempts FROM items WHERE batch_id = :b "
-                 "AND status = 'in_batch' ORDER BY id"), {"b": batch.id}).all()
+        attempts = items.attempts_used(conn, batch.id).items()
         refunded: list[tuple[str, Decision, None]] = []
         charged: list[tuple[str, Decision, None]] = []
         for position, (item_id, sent) in enumerate(attempts, start=1):
@@ -216,19 +213,19 @@ def _ingest_validation_failure(ctx: Context, batch: Any) -> None:
     log.info("batch %s: failed validation; %s", batch.id, _summary(counts))
 
 
-def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: str, *,
+def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason: str, *,
            not_before: float | None = None) -> None:
     now = ctx.now()
     max_attempts = ctx.max_attempts(batch.provider)
     # Asked for by someone, or done outside the tracker; not the tracker's own cancel of a
     # batch that answered 404 for too long (its unfinished lines go back to the queue).
     cancelled = bool(batch.cancel_requested) or (
-        (batch.status == "cancelled" or batch.provider_status in ("cancelled", "cancelling"))
+        (batch.status == BatchStatus.CANCELLED
+         or (batch.provider_status is not None
+             and ctx.provider(batch.provider).cancel_acknowledged(batch.provider_status)))
         and not batch.requeue_unfinished)
     with ctx.write() as conn:
-        attempts: dict[str, int] = dict(conn.execute(
-            text("SELECT id, attempts - free_attempts FROM items "
-                 "WHERE batch_id = :b AND status = 'in_batch'"), {"b": batch.id}).all())
+        attempts = items.attempts_used(conn, batch.id)
 
         def outcomes() -> Iterator[tuple[str, Decision, ProviderResultRow | None]]:
             for row in rows:
@@ -251,7 +248,7 @@ def _close(ctx: Context, batch: Any, rows: Iterable[ProviderResultRow], reason: 
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(counts))
 
 
-def _apply(conn: Connection, batch: Any,
+def _apply(conn: Connection, batch: Batch,
            outcomes: Iterable[tuple[str, Decision, ProviderResultRow | None]], now: float,
            *, refund: bool = False, not_before: float | None = None) -> Counter[str]:
     counts: Counter[str] = Counter()
@@ -275,13 +272,12 @@ def _apply_one(conn: Connection, item_id: str, decision: Decision,
     }
     exprs: dict[str, str] = {}
     if decision.outcome is Outcome.SUCCEEDED and row is not None:
-        usage = (row.output_data or {}).get("usage") or {}
         fields.update(
             output_text=row.output_text,
             output_data=json.dumps(row.output_data) if row.output_data is not None else None,
-            prompt_tokens=usage.get("prompt_tokens", usage.get("input_tokens")),
-            completion_tokens=usage.get("completion_tokens", usage.get("output_tokens")),
-            total_tokens=usage.get("total_tokens"),
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            total_tokens=row.total_tokens,
         )
     if decision.outcome is Outcome.RETRY:
         fields["not_before"] = not_before if not_before is not None else now
@@ -289,13 +285,13 @@ def _apply_one(conn: Connection, item_id: str, decision: Decision,
             exprs["free_attempts"] = "free_attempts + 1"
     else:
         fields["finished_at"] = now
-    states.transition(conn, "item", item_id, "in_batch", decision.outcome.value,
-                      decision.reason, now, exprs, **fields)
+    move_item(conn, item_id, ItemStatus.IN_BATCH, ItemStatus(decision.outcome.value),
+              decision.reason, now, exprs, **fields)
 
 
-def _finish(conn: Connection, batch: Any, counts: Counter[str], reason: str, now: float) -> None:
-    states.transition(
-        conn, "batch", batch.id, batch.status, "ingested", f"{reason}; {_summary(counts)}", now,
+def _finish(conn: Connection, batch: Batch, counts: Counter[str], reason: str, now: float) -> None:
+    move_batch(
+        conn, batch.id, batch.status, BatchStatus.INGESTED, f"{reason}; {_summary(counts)}", now,
         ingested_at=now,
         succeeded_count=counts[Outcome.SUCCEEDED.value],
         failed_count=counts[Outcome.FAILED.value],

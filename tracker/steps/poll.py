@@ -7,13 +7,10 @@ cancel (in case it is only hidden) before it is closed as vanished and its items
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from sqlalchemy import Connection, text
-
-from tracker import states
 from tracker.context import Context, log
+from tracker.models import Batch
 from tracker.providers.base import (
     BaseBatchProvider,
     PermanentProviderError,
@@ -21,24 +18,24 @@ from tracker.providers.base import (
     ProviderError,
     TransientProviderError,
 )
-from tracker.retry import poll_delay
+from tracker.states import BATCH_MOVES, RUNNING_BATCH, BatchStatus
+from tracker.steps.common import VANISHED, provider_batch_id, store_status
 from tracker.steps.failures import isolated, pausing, record_error, record_failure, refused
 from tracker.steps.reconcile import needs_sweep, sweep_duplicates
-
-#: `provider_status` of a batch that answered 404 past the grace period.
-VANISHED = "vanished"
+from tracker.store import batches
+from tracker.store.transitions import move_batch
 
 
 def poll(ctx: Context) -> int:
     """Read the status of every running batch that is due. Returns how many were read."""
-    batches = ctx.claim_due(states.RUNNING_BATCH, "next_action_at")
-    for batch in batches:
+    due = ctx.claim_due(RUNNING_BATCH, "next_action_at")
+    for batch in due:
         with isolated(ctx, batch.id, "poll"):
             _poll_one(ctx, batch)
-    return len(batches)
+    return len(due)
 
 
-def _poll_one(ctx: Context, batch: Any) -> None:
+def _poll_one(ctx: Context, batch: Batch) -> None:
     provider = ctx.provider_for_call(batch.provider)
     if needs_sweep(ctx, batch):
         _sweep(ctx, batch)
@@ -56,7 +53,7 @@ def _poll_one(ctx: Context, batch: Any) -> None:
     record_status(ctx, batch, status)
 
 
-def _sweep(ctx: Context, batch: Any) -> None:
+def _sweep(ctx: Context, batch: Batch) -> None:
     """The duplicate sweep; its failure says nothing about this batch, so it is only logged
     (the next poll sweeps again)."""
     try:
@@ -66,70 +63,42 @@ def _sweep(ctx: Context, batch: Any) -> None:
                     exc.message)
 
 
-def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Any) -> ProviderBatch:
+def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Batch) -> ProviderBatch:
     """The batch's status; sends the cancel first if one is wanted and not yet taken. A cancel
     the provider refuses (OpenAI answers 409 for an ended batch, compatible servers 400) is
     followed by a read, so the batch's real end is seen and the cancel is not re-sent forever."""
     if not batch.cancel_requested or provider.cancel_acknowledged(batch.provider_status):
-        return provider.poll_status(batch.provider_batch_id)
+        return provider.poll_status(provider_batch_id(batch))
     try:
-        return provider.cancel(batch.provider_batch_id)
+        return provider.cancel(provider_batch_id(batch))
     except PermanentProviderError as exc:
         if exc.status_code in (None, 404) or pausing(exc):
             raise
         log.warning("batch %s: cancel refused (%s); reading its status", batch.id, exc.message)
-        return provider.poll_status(batch.provider_batch_id)
+        return provider.poll_status(provider_batch_id(batch))
 
 
-def record_status(ctx: Context, batch: Any, status: ProviderBatch) -> None:
+def record_status(ctx: Context, batch: Batch, status: ProviderBatch) -> None:
     now = ctx.now()
-    target = str(status.normalized_status)
+    target = BatchStatus(str(status.normalized_status))
     with ctx.write() as conn:
-        current = conn.execute(
-            text("SELECT status FROM batches WHERE id = :id"), {"id": batch.id}
-        ).scalar_one()
-        if current not in states.RUNNING_BATCH:
+        current = batches.status_of(conn, batch.id)
+        if current not in RUNNING_BATCH:
             return  # moved on already (a repeated step)
         store_status(conn, batch.id, status, now, ctx.poll_interval)
-        if target != current and target in states.BATCH_MOVES[states.BatchStatus(current)]:
+        if target != current and target in BATCH_MOVES[current]:
             extra: dict[str, Any] = {}
             if status.is_terminal:
                 extra = {"ended_at": now, "next_action_at": now}
-            states.transition(conn, "batch", batch.id, current, target,
-                              f"provider status {status.provider_status}", now, **extra)
+            move_batch(conn, batch.id, current, target,
+                       f"provider status {status.provider_status}", now, **extra)
             log.info("batch %s (%s): %s -> %s (provider: %s, %d/%d done, %d failed)",
                      batch.id, status.provider_batch_id, current, target,
                      status.provider_status, status.request_counts.completed,
                      status.request_counts.total, status.request_counts.failed)
 
 
-def store_status(conn: Connection, batch_id: str, status: ProviderBatch, now: float,
-                 poll_interval: float) -> None:
-    """Keep what the provider said about the batch; it answered well, so the back-off and
-    the 404 clock start again."""
-    errors = [e.__dict__ for e in status.errors]
-    created = conn.execute(text("SELECT created_at FROM batches WHERE id = :id"),
-                           {"id": batch_id}).scalar_one()
-    conn.execute(
-        text(
-            "UPDATE batches SET provider_status = :ps, request_total = :t, "
-            "request_completed = :c, request_failed = :f, "
-            "input_file_id = COALESCE(input_file_id, :inp), "
-            "output_file_id = :out, error_file_id = :err, batch_errors = :errors, "
-            "failures = 0, last_error = :warning, next_action_at = :next, "
-            "last_seen_at = :now, updated_at = :now WHERE id = :id"
-        ),
-        {"ps": status.provider_status, "t": status.request_counts.total,
-         "c": status.request_counts.completed, "f": status.request_counts.failed,
-         "inp": status.input_file_id, "out": status.output_file_id,
-         "err": status.error_file_id, "errors": json.dumps(errors) if errors else None,
-         "next": now + poll_delay(poll_interval, now - created), "now": now, "id": batch_id,
-         "warning": None if status.known_status else
-         f"unknown provider status {status.provider_status!r}; treated as in_progress"},
-    )
-
-
-def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Any,
+def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Batch,
                exc: PermanentProviderError) -> None:
     grace = ctx.not_found_grace(batch.provider)
     seen = max(batch.last_seen_at or 0.0, batch.submitted_at or batch.created_at)
@@ -139,7 +108,7 @@ def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Any,
                      f"taken as a delay until {grace:.0f}s after it was last seen")
         return
     try:
-        status = provider.cancel(batch.provider_batch_id)
+        status = provider.cancel(provider_batch_id(batch))
     except TransientProviderError as cancel_error:
         record_failure(ctx, batch.id, cancel_error)  # the cancel must get an answer first
         return
@@ -157,19 +126,18 @@ def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Any,
     message = (f"vanished at the provider: 404 for more than {grace:.0f}s after it was last "
                f"seen ({exc.message}); a cancel was sent, its items are re-queued")
     with ctx.write() as conn:
-        states.transition(conn, "batch", batch.id, batch.status, "failed", message, now,
-                          provider_status=VANISHED, last_error=message, ended_at=now,
-                          next_action_at=now)
+        move_batch(conn, batch.id, batch.status, BatchStatus.FAILED, message, now,
+                   provider_status=VANISHED, last_error=message, ended_at=now,
+                   next_action_at=now)
     log.error("batch %s (%s): %s", batch.id, batch.provider_batch_id, message)
 
 
-def _cancelled_by_us(ctx: Context, batch: Any, status: ProviderBatch) -> None:
+def _cancelled_by_us(ctx: Context, batch: Batch, status: ProviderBatch) -> None:
     """The cancel of a batch that answered 404 for too long was taken: the batch exists. Its
     finished lines are kept; the lines the cancel stopped go back to the queue (nobody asked
     for them to be cancelled)."""
     with ctx.write() as conn:
-        conn.execute(text("UPDATE batches SET requeue_unfinished = 1 WHERE id = :id"),
-                     {"id": batch.id})
+        batches.mark_requeue_unfinished(conn, batch.id)
     log.warning("batch %s (%s): answered the cancel after 404s; its unfinished lines will be "
                 "re-queued", batch.id, batch.provider_batch_id)
     record_status(ctx, batch, status)

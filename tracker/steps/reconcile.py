@@ -8,15 +8,16 @@ cancels it and ingest discards its results.
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import Connection
 
-from sqlalchemy import Connection, text
-
-from tracker import states
 from tracker.context import Context, log, new_batch_id
-from tracker.providers.base import ProviderBatch
+from tracker.models import Batch
+from tracker.providers.base import NormalizedStatus, ProviderBatch
+from tracker.states import BatchStatus
+from tracker.steps.common import store_status
+from tracker.store import batches
+from tracker.store.transitions import move_batch
 
-METADATA_KEY = "tracker_batch_id"
 #: Provider batches are searched from this long before the input file's upload (skew between
 #: the provider's own servers).
 PROVIDER_CLOCK_SLACK = 300
@@ -28,7 +29,7 @@ FALLBACK_SEARCH_WINDOW = 86400
 MIN_SWEEP_WINDOW = 600.0
 
 
-def search_from(batch: Any) -> int:
+def search_from(batch: Batch) -> int:
     """The provider time from which a batch of this local row may have been created."""
     if batch.input_file_created_at is not None:
         return int(batch.input_file_created_at) - PROVIDER_CLOCK_SLACK
@@ -36,13 +37,13 @@ def search_from(batch: Any) -> int:
     return int(anchor) - FALLBACK_SEARCH_WINDOW
 
 
-def find_ours(ctx: Context, batch: Any) -> list[ProviderBatch]:
+def find_ours(ctx: Context, batch: Batch) -> list[ProviderBatch]:
     provider = ctx.provider_for_call(batch.provider)
-    return provider.find_batches_by_metadata(METADATA_KEY, batch.id,
+    return provider.find_batches_by_metadata(provider.metadata_key, batch.id,
                                              created_after=search_from(batch))
 
 
-def needs_sweep(ctx: Context, batch: Any) -> bool:
+def needs_sweep(ctx: Context, batch: Batch) -> bool:
     """A batch whose create was sent more than once may have a twin at the provider that the
     list had not shown yet when reconcile looked: look again at every poll for the sweep
     window after the last create (and once more before ingest)."""
@@ -51,20 +52,22 @@ def needs_sweep(ctx: Context, batch: Any) -> bool:
     return ctx.now() - batch.create_attempted_at < sweep_window(ctx, batch)
 
 
-def sweep_window(ctx: Context, batch: Any) -> float:
+def sweep_window(ctx: Context, batch: Batch) -> float:
     """How long after its last create attempt a lagging list may still show a new batch."""
     return max(MIN_SWEEP_WINDOW, 10 * ctx.list_lag_grace(batch.provider))
 
 
-def adopt(ctx: Context, batch: Any, found: list[ProviderBatch]) -> None:
+def adopt(ctx: Context, batch: Batch, found: list[ProviderBatch]) -> None:
     """Keep one provider batch for this pending row and record the others as duplicates to
     cancel, in one transaction (a crash between the two would leave them inconsistent)."""
     now = ctx.now()
+    provider = ctx.provider(batch.provider)
     with ctx.write() as conn:
-        recorded = _known(conn, batch.id)
+        recorded = batches.known_provider_ids(conn, batch.id)
         ranked = sorted(found, key=lambda s: (
             s.provider_batch_id in recorded,
-            s.provider_status in ("failed", "cancelled", "cancelling", "expired"),
+            s.normalized_status in (NormalizedStatus.FAILED, NormalizedStatus.CANCELLED)
+            or provider.cancel_acknowledged(s.provider_status),
             s.created_at or 0, s.provider_batch_id))
         keep, extras = ranked[0], ranked[1:]
         reason = f"adopted {keep.provider_batch_id} by reconcile (create answer was lost)"
@@ -76,14 +79,7 @@ def adopt(ctx: Context, batch: Any, found: list[ProviderBatch]) -> None:
     log.warning("batch %s: %s", batch.id, reason)
 
 
-def _known(conn: Connection, batch_id: str) -> set[str]:
-    """Provider batch ids already recorded for this local row or as its duplicates."""
-    return set(conn.execute(
-        text("SELECT provider_batch_id FROM batches WHERE provider_batch_id IS NOT NULL "
-             "AND (id = :id OR duplicate_of = :id)"), {"id": batch_id}).scalars())
-
-
-def sweep_duplicates(ctx: Context, batch: Any) -> None:
+def sweep_duplicates(ctx: Context, batch: Batch) -> None:
     """Look again for provider batches carrying this local id and cancel all but the kept one:
     one may have appeared after reconcile looked (a list that lags)."""
     extras = [s for s in find_ours(ctx, batch) if s.provider_batch_id != batch.provider_batch_id]
@@ -100,49 +96,34 @@ def record_created(conn: Connection, batch_id: str, status: ProviderBatch, reaso
                    now: float, poll_interval: float) -> bool:
     """Move a pending row to the provider's status. False if it is no longer pending (a
     repeated step, or another daemon recorded it first)."""
-    from tracker.steps.poll import store_status
-
-    current = conn.execute(text("SELECT status FROM batches WHERE id = :id"),
-                           {"id": batch_id}).scalar_one()
-    if current != states.BatchStatus.PENDING:
+    if batches.status_of(conn, batch_id) != BatchStatus.PENDING:
         return False
     store_status(conn, batch_id, status, now, poll_interval)
-    states.transition(
-        conn, "batch", batch_id, states.BatchStatus.PENDING, str(status.normalized_status),
-        reason, now, provider_batch_id=status.provider_batch_id, submitted_at=now, failures=0,
-        last_error=None,
-    )
+    move_batch(conn, batch_id, BatchStatus.PENDING, BatchStatus(str(status.normalized_status)),
+               reason, now, provider_batch_id=status.provider_batch_id, submitted_at=now,
+               failures=0, last_error=None)
     return True
 
 
-def record_duplicates(conn: Connection, batch: Any, kept: str | None,
+def record_duplicates(conn: Connection, batch: Batch, kept: str | None,
                       extras: list[ProviderBatch], now: float) -> int:
     """Insert a `duplicate_of` row for each unknown extra provider batch, with a cancel
     requested. Returns how many were new."""
-    known = _known(conn, batch.id)
+    known = batches.known_provider_ids(conn, batch.id)
     added = 0
     for extra in extras:
         if extra.provider_batch_id in known or extra.provider_batch_id == kept:
             continue
-        conn.execute(
-            text(
-                "INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
-                "provider_batch_id, provider_status, item_count, cancel_requested, "
-                "duplicate_of, input_file_created_at, create_attempted_at, next_action_at, "
-                "created_at, updated_at) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, :ps, "
-                "0, 1, :dup, :filed, :now, :now, :now, :now)"
-            ),
-            {"id": new_batch_id(), "p": batch.provider, "m": batch.model,
-             "e": batch.endpoint, "status": _open_status(extra), "pbid":
-             extra.provider_batch_id, "ps": extra.provider_status, "dup": batch.id,
-             "filed": batch.input_file_created_at, "now": now,
-             "reason": f"duplicate provider batch for {batch.id} (kept {kept}); cancelling it, "
-             "its results are discarded"},
-        )
+        batches.insert_duplicate(
+            conn, batch, new_batch_id(), extra, _open_status(extra),
+            f"duplicate provider batch for {batch.id} (kept {kept}); cancelling it, its "
+            "results are discarded", now)
         added += 1
     return added
 
 
-def _open_status(status: ProviderBatch) -> str:
-    normalized = str(status.normalized_status)
-    return "in_progress" if normalized == "submitted" else normalized
+def _open_status(status: ProviderBatch) -> BatchStatus:
+    """A duplicate's row starts in the provider's status; one still being validated counts as
+    in progress (a row is only `submitted` by its own create)."""
+    normalized = BatchStatus(str(status.normalized_status))
+    return BatchStatus.IN_PROGRESS if normalized == BatchStatus.SUBMITTED else normalized

@@ -9,13 +9,11 @@ the provider's list has had `list_lag_grace` seconds to show the first one.
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import Connection
 
-from sqlalchemy import text
-
-from tracker import states
 from tracker.context import Context, log
 from tracker.crashpoints import crash_point
+from tracker.models import Batch
 from tracker.providers.base import (
     BaseBatchProvider,
     BatchTooLarge,
@@ -26,16 +24,18 @@ from tracker.providers.base import (
     ProviderError,
     TransientProviderError,
 )
-from tracker.steps.common import batch_item_ids, stream_items, update_one
+from tracker.states import BatchStatus, ItemStatus
 from tracker.steps.failures import isolated, pausing, record_error, record_failure, refused
-from tracker.steps.reconcile import METADATA_KEY, adopt, find_ours, record_created
+from tracker.steps.reconcile import adopt, find_ours, record_created
+from tracker.store import batches, items
 from tracker.store.engine import read
+from tracker.store.transitions import move_batch, move_item, move_items
 
 
 def submit(ctx: Context) -> int:
     """Upload and create every due `pending` batch. Returns how many batches were handled."""
     handled = 0
-    for batch in ctx.claim_due(frozenset({states.BatchStatus.PENDING}), "created_at"):
+    for batch in ctx.claim_due(frozenset({BatchStatus.PENDING}), "created_at"):
         if ctx.paused_reason(batch.provider) and not batch.cancel_requested:
             continue
         with isolated(ctx, batch.id, "submit"):
@@ -57,7 +57,7 @@ class _Refused(Exception):
         self.error = error
 
 
-def _submit_guarded(ctx: Context, batch: Any) -> None:
+def _submit_guarded(ctx: Context, batch: Batch) -> None:
     try:
         _submit_one(ctx, batch)
     except _Refused as refusal:
@@ -72,7 +72,7 @@ def _submit_guarded(ctx: Context, batch: Any) -> None:
         ctx.resume_provider(batch.provider)
 
 
-def _submit_one(ctx: Context, batch: Any) -> None:
+def _submit_one(ctx: Context, batch: Batch) -> None:
     if batch.create_attempted_at is not None:
         found = find_ours(ctx, batch)
         if found:
@@ -101,11 +101,11 @@ def _submit_one(ctx: Context, batch: Any) -> None:
                  batch.item_count)
 
 
-def _waiting_for_list(ctx: Context, batch: Any) -> bool:
+def _waiting_for_list(ctx: Context, batch: Batch) -> bool:
     """After a create whose answer was lost and that the list does not show (yet), wait until
     the list has had time to show it: creating again at once would pay twice."""
     grace = ctx.list_lag_grace(batch.provider)
-    waited = ctx.now() - batch.create_attempted_at
+    waited = ctx.now() - (batch.create_attempted_at or 0.0)
     if waited >= grace:
         return False
     record_error(ctx, batch.id,
@@ -116,10 +116,11 @@ def _waiting_for_list(ctx: Context, batch: Any) -> bool:
     return True
 
 
-def _create(ctx: Context, batch: Any, provider: BaseBatchProvider,
+def _create(ctx: Context, batch: Batch, provider: BaseBatchProvider,
             input_file_id: str) -> ProviderBatch:
     try:
-        return provider.create_batch(input_file_id, batch.endpoint, {METADATA_KEY: batch.id})
+        return provider.create_batch(input_file_id, batch.endpoint,
+                                     {provider.metadata_key: batch.id})
     except ProviderError as exc:
         if not _not_created(exc):
             if isinstance(exc, PermanentProviderError):  # e.g. an answer that cannot be read
@@ -141,23 +142,17 @@ def _not_created(exc: ProviderError) -> bool:
     return exc.status_code is not None and 400 <= exc.status_code < 500
 
 
-def _record_create_intent(ctx: Context, batch: Any) -> None:
+def _record_create_intent(ctx: Context, batch: Batch) -> None:
     with ctx.write() as conn:
-        update_one(conn,
-                   "UPDATE batches SET create_attempted_at = :now, updated_at = :now, "
-                   "create_attempts = create_attempts + 1 WHERE id = :id AND status = 'pending' "
-                   "AND provider_batch_id IS NULL",
-                   {"now": ctx.now(), "id": batch.id})
+        batches.record_create_intent(conn, batch.id, ctx.now())
 
 
-def _forget_create_intent(ctx: Context, batch: Any) -> None:
+def _forget_create_intent(ctx: Context, batch: Batch) -> None:
     with ctx.write() as conn:
-        conn.execute(text("UPDATE batches SET create_attempted_at = :before WHERE id = :id "
-                          "AND status = 'pending'"),
-                     {"before": batch.create_attempted_at, "id": batch.id})
+        batches.forget_create_intent(conn, batch.id, batch.create_attempted_at)
 
 
-def _upload(ctx: Context, batch: Any, provider: BaseBatchProvider) -> str | None:
+def _upload(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> str | None:
     try:
         prepared = _build(ctx, batch, provider)
     except PermanentProviderError as exc:  # e.g. the model is no longer configured
@@ -175,17 +170,12 @@ def _upload(ctx: Context, batch: Any, provider: BaseBatchProvider) -> str | None
     finally:
         prepared.jsonl_path.unlink(missing_ok=True)
     with ctx.write() as conn:
-        update_one(conn,
-                   "UPDATE batches SET input_file_id = :f, input_file_created_at = :c, "
-                   "updated_at = :now WHERE id = :id AND status = 'pending' "
-                   "AND input_file_id IS NULL",
-                   {"f": uploaded.file_id, "c": uploaded.created_at, "now": ctx.now(),
-                    "id": batch.id})
+        batches.record_upload(conn, batch.id, uploaded.file_id, uploaded.created_at, ctx.now())
     crash_point("after_upload")
     return uploaded.file_id
 
 
-def _build(ctx: Context, batch: Any, provider: BaseBatchProvider) -> PreparedBatch | None:
+def _build(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> PreparedBatch | None:
     """The batch's input file. An item the provider cannot take fails alone and the file is
     built again without it; items beyond the provider's size limit go back to the queue.
     None when no item is left."""
@@ -200,72 +190,70 @@ def _build(ctx: Context, batch: Any, provider: BaseBatchProvider) -> PreparedBat
                 return None
 
 
-def build_input(ctx: Context, batch: Any, provider: BaseBatchProvider) -> PreparedBatch:
+def build_input(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> PreparedBatch:
     with read(ctx.engine) as conn:
         return provider.prepare_payloads(
-            stream_items(conn, batch.id), batch.model, ctx.mode(batch.provider, batch.model),
-            metadata={METADATA_KEY: batch.id}, directory=ctx.work_dir,
+            items.stream_in_batch(conn, batch.id), batch.model,
+            ctx.mode(batch.provider, batch.model),
+            metadata={provider.metadata_key: batch.id}, directory=ctx.work_dir,
         )
 
 
-def _fail_item(ctx: Context, batch: Any, item_id: str, message: str) -> bool:
+def _fail_item(ctx: Context, batch: Batch, item_id: str, message: str) -> bool:
     """Fail one refused item and take it out of the batch. Returns whether items are left."""
     now = ctx.now()
     with ctx.write() as conn:
-        states.transition(conn, "item", item_id, "in_batch", "failed",
-                          f"refused before upload: {message}", now, error_message=message,
-                          error_code="invalid_item", finished_at=now)
+        move_item(conn, item_id, ItemStatus.IN_BATCH, ItemStatus.FAILED,
+                  f"refused before upload: {message}", now, error_message=message,
+                  error_code="invalid_item", finished_at=now)
         left = _set_item_count(conn, batch.id, now)
     log.error("batch %s: item %s refused before upload: %s", batch.id, item_id, message)
     return left > 0
 
 
-def _shrink(ctx: Context, batch: Any, fits: int, message: str) -> bool:
+def _shrink(ctx: Context, batch: Batch, fits: int, message: str) -> bool:
     """Keep the first `fits` items in the batch; the rest wait for the next one (this send
     did not happen, so it uses no attempt). Returns whether items are left."""
-    ids = batch_item_ids(ctx, batch.id)
+    ids = items.ids_in_batch(ctx.engine, batch.id)
     if fits == 0:
         return _fail_item(ctx, batch, ids[0], f"larger than one batch may be ({message})")
     now = ctx.now()
     with ctx.write() as conn:
-        states.transition_many(conn, "item", ids[fits:], "in_batch", "queued",
-                               f"did not fit in batch {batch.id} ({message})", now,
-                               {"attempts": "attempts - 1"}, not_before=now)
+        move_items(conn, ids[fits:], ItemStatus.IN_BATCH, ItemStatus.QUEUED,
+                   f"did not fit in batch {batch.id} ({message})", now,
+                   {"attempts": "attempts - 1"}, not_before=now)
         left = _set_item_count(conn, batch.id, now)
     log.warning("batch %s: %s; %d items kept, %d re-queued", batch.id, message, fits,
                 len(ids) - fits)
     return left > 0
 
 
-def _set_item_count(conn: Any, batch_id: str, now: float) -> int:
+def _set_item_count(conn: Connection, batch_id: str, now: float) -> int:
     """Recount a pending batch's items; a batch left empty ends `failed` (ingest closes it)."""
-    left = conn.execute(text("SELECT count(*) FROM items WHERE batch_id = :b "
-                             "AND status = 'in_batch'"), {"b": batch_id}).scalar_one()
-    update_one(conn, "UPDATE batches SET item_count = :n, updated_at = :now "
-                     "WHERE id = :id AND status = 'pending'",
-               {"n": left, "now": now, "id": batch_id})
+    left = items.count_in_batch(conn, batch_id)
+    batches.set_item_count(conn, batch_id, left, now)
     if left == 0:
-        states.transition(conn, "batch", batch_id, "pending", "failed",
-                          "every item was refused before upload", now, ended_at=now,
-                          next_action_at=now)
-    return int(left)
+        move_batch(conn, batch_id, BatchStatus.PENDING, BatchStatus.FAILED,
+                   "every item was refused before upload", now, ended_at=now,
+                   next_action_at=now)
+    return left
 
 
-def _finish_cancelled_pending(ctx: Context, batch: Any) -> None:
+def _finish_cancelled_pending(ctx: Context, batch: Batch) -> None:
     now = ctx.now()
     with ctx.write() as conn:
-        states.transition(conn, "batch", batch.id, "pending", "cancelled",
-                          "cancelled before it reached the provider", now,
-                          ended_at=now, next_action_at=now)
+        move_batch(conn, batch.id, BatchStatus.PENDING, BatchStatus.CANCELLED,
+                   "cancelled before it reached the provider", now,
+                   ended_at=now, next_action_at=now)
 
 
-def _submit_refused(ctx: Context, batch: Any, exc: PermanentProviderError) -> None:
+def _submit_refused(ctx: Context, batch: Batch, exc: PermanentProviderError) -> None:
     if pausing(exc):
         refused(ctx, batch.id, batch.provider, exc)  # waits, pending, for the provider
         return
     now = ctx.now()
     with ctx.write() as conn:
-        states.transition(conn, "batch", batch.id, "pending", "failed",
-                          f"refused by the provider: {exc.message}", now,
-                          last_error=exc.message, ended_at=now, next_action_at=now)
+        move_batch(conn, batch.id, BatchStatus.PENDING, BatchStatus.FAILED,
+                   f"refused by the provider: {exc.message}", now,
+                   last_error=exc.message, ended_at=now, next_action_at=now)
     log.error("batch %s: refused by the provider: %s", batch.id, exc.message)

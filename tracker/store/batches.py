@@ -1,19 +1,45 @@
-"""Statements on batches that several steps share."""
+"""Statements on batches: reads return `Batch` rows; guarded writes that must match one row
+raise `StaleBatch` when they do not (the row moved under us, so nothing is sent on the
+strength of a stale read)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import BindParameter, Connection, Engine, bindparam, text
 
+from tracker.errors import StaleBatch
 from tracker.models import Batch
+from tracker.providers.base import ProviderBatch
+from tracker.states import OPEN_BATCH, RUNNING_BATCH, BatchStatus
+from tracker.storable import storable_text
 from tracker.store.engine import is_postgresql, read
 
 #: Orders a step may ask for its due batches in.
 ORDERS = frozenset({"created_at", "next_action_at"})
 #: A `status IN :statuses` list.
 STATUSES: BindParameter[list[str]] = bindparam("statuses", expanding=True)
+#: Batches not yet accepted or still running at the provider: a cancel can still matter.
+CANCELLABLE = frozenset({BatchStatus.PENDING}) | RUNNING_BATCH
 
 
-def due(engine: Engine, statuses: frozenset[str], order: str, now: float,
+def _values(statuses: frozenset[BatchStatus] | frozenset[str]) -> list[str]:
+    return sorted(str(s) for s in statuses)
+
+
+def _update_one(conn: Connection, sql: str, params: dict[str, Any]) -> None:
+    matched = conn.execute(text(sql), {**params, "pending": str(BatchStatus.PENDING)}).rowcount
+    if matched != 1:
+        raise StaleBatch(f"expected to update one row, updated {matched}: {sql.split()[1]} "
+                         f"{params.get('id')}")
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+
+def due(engine: Engine, statuses: frozenset[BatchStatus], order: str, now: float,
         limit: int) -> list[Batch]:
     """Batches in `statuses` whose next action time has come, in `order`, at most `limit`."""
     assert order in ORDERS, order
@@ -22,9 +48,51 @@ def due(engine: Engine, statuses: frozenset[str], order: str, now: float,
             text("SELECT * FROM batches WHERE status IN :statuses AND "
                  "(next_action_at IS NULL OR next_action_at <= :now) "
                  f"ORDER BY COALESCE({order}, 0) LIMIT :n").bindparams(STATUSES),
-            {"statuses": sorted(statuses), "now": now, "n": limit},
+            {"statuses": _values(statuses), "now": now, "n": limit},
         ).all()
     return [Batch.model_validate(row._mapping) for row in rows]
+
+
+def status_of(conn: Connection, batch_id: str) -> BatchStatus:
+    return BatchStatus(conn.execute(text("SELECT status FROM batches WHERE id = :id"),
+                                    {"id": batch_id}).scalar_one())
+
+
+def made_since(conn: Connection, provider: str, since: float) -> int:
+    """Provider batches created for `provider` after `since` (duplicates not counted)."""
+    return int(conn.execute(
+        text("SELECT count(*) FROM batches WHERE provider = :p AND created_at > :since "
+             "AND duplicate_of IS NULL"), {"p": provider, "since": since}).scalar_one())
+
+
+def tokens_in_flight(conn: Connection, provider: str, model: str) -> int:
+    """Estimated prompt tokens of the batches not yet ended at the provider."""
+    return int(conn.execute(
+        text("SELECT COALESCE(sum(est_tokens), 0) FROM batches WHERE provider = :p AND "
+             "model = :m AND status IN :statuses").bindparams(STATUSES),
+        {"p": provider, "m": model, "statuses": _values(CANCELLABLE)}).scalar_one())
+
+
+def known_provider_ids(conn: Connection, batch_id: str) -> set[str]:
+    """Provider batch ids already recorded for this local row or as its duplicates."""
+    return set(conn.execute(
+        text("SELECT provider_batch_id FROM batches WHERE provider_batch_id IS NOT NULL "
+             "AND (id = :id OR duplicate_of = :id)"), {"id": batch_id}).scalars())
+
+
+def cancellable(conn: Connection, id_or_provider_id: str | None) -> list[Batch]:
+    """The batch named by a local or provider id (whatever its status), or with None every
+    batch a cancel can still reach."""
+    if id_or_provider_id is None:
+        rows = conn.execute(text("SELECT * FROM batches WHERE status IN :statuses")
+                            .bindparams(STATUSES), {"statuses": _values(CANCELLABLE)}).all()
+    else:
+        rows = conn.execute(text("SELECT * FROM batches WHERE provider_batch_id = :p "
+                                 "OR id = :p"), {"p": id_or_provider_id}).all()
+    return [Batch.model_validate(row._mapping) for row in rows]
+
+
+# -- writes --------------------------------------------------------------------------------
 
 
 def lock_packing(conn: Connection, provider: str, model: str) -> None:
@@ -33,3 +101,128 @@ def lock_packing(conn: Connection, provider: str, model: str) -> None:
     if is_postgresql(conn):
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                      {"key": f"tracker.pack:{provider}:{model}"})
+
+
+def insert_packed(conn: Connection, batch_id: str, provider: str, model: str, endpoint: str,
+                  reason: str, item_count: int, est_tokens: int, now: float) -> None:
+    conn.execute(
+        text("INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
+             "item_count, est_tokens, next_action_at, created_at, updated_at) "
+             "VALUES (:id, :p, :m, :endpoint, :status, :reason, :n, :tokens, :now, :now, :now)"),
+        {"id": batch_id, "p": provider, "m": model, "endpoint": endpoint,
+         "status": str(BatchStatus.PENDING), "reason": reason, "n": item_count,
+         "tokens": est_tokens, "now": now})
+
+
+def insert_duplicate(conn: Connection, batch: Batch, duplicate_id: str, extra: ProviderBatch,
+                     status: BatchStatus, reason: str, now: float) -> None:
+    """A second provider batch for `batch`'s row, with a cancel requested (its results are
+    discarded at ingest)."""
+    conn.execute(
+        text("INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
+             "provider_batch_id, provider_status, item_count, cancel_requested, "
+             "duplicate_of, input_file_created_at, create_attempted_at, next_action_at, "
+             "created_at, updated_at) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, :ps, "
+             "0, 1, :dup, :filed, :now, :now, :now, :now)"),
+        {"id": duplicate_id, "p": batch.provider, "m": batch.model, "e": batch.endpoint,
+         "status": str(status), "pbid": extra.provider_batch_id,
+         "ps": extra.provider_status, "dup": batch.id, "filed": batch.input_file_created_at,
+         "now": now, "reason": reason})
+
+
+def record_upload(conn: Connection, batch_id: str, file_id: str, created_at: int | None,
+                  now: float) -> None:
+    _update_one(conn,
+                "UPDATE batches SET input_file_id = :f, input_file_created_at = :c, "
+                "updated_at = :now WHERE id = :id AND status = :pending "
+                "AND input_file_id IS NULL",
+                {"f": file_id, "c": created_at, "now": now, "id": batch_id})
+
+
+def record_create_intent(conn: Connection, batch_id: str, now: float) -> None:
+    """Before a create is sent: reconcile must look for its batch before another is sent."""
+    _update_one(conn,
+                "UPDATE batches SET create_attempted_at = :now, updated_at = :now, "
+                "create_attempts = create_attempts + 1 WHERE id = :id AND status = :pending "
+                "AND provider_batch_id IS NULL",
+                {"now": now, "id": batch_id})
+
+
+def forget_create_intent(conn: Connection, batch_id: str, before: float | None) -> None:
+    """The create was refused (no batch was made): restore the previous intent time."""
+    conn.execute(text("UPDATE batches SET create_attempted_at = :before WHERE id = :id "
+                      "AND status = :pending"),
+                 {"before": before, "id": batch_id, "pending": str(BatchStatus.PENDING)})
+
+
+def set_item_count(conn: Connection, batch_id: str, count: int, now: float) -> None:
+    _update_one(conn, "UPDATE batches SET item_count = :n, updated_at = :now "
+                      "WHERE id = :id AND status = :pending",
+                {"n": count, "now": now, "id": batch_id})
+
+
+def record_provider_status(conn: Connection, batch_id: str, status: ProviderBatch,
+                           next_action_at: float, now: float) -> None:
+    """Keep what the provider said about the batch; it answered well, so the back-off and
+    the 404 clock start again."""
+    errors = [e.__dict__ for e in status.errors]
+    conn.execute(
+        text("UPDATE batches SET provider_status = :ps, request_total = :t, "
+             "request_completed = :c, request_failed = :f, "
+             "input_file_id = COALESCE(input_file_id, :inp), "
+             "output_file_id = :out, error_file_id = :err, batch_errors = :errors, "
+             "failures = 0, last_error = :warning, next_action_at = :next, "
+             "last_seen_at = :now, updated_at = :now WHERE id = :id"),
+        {"ps": status.provider_status, "t": status.request_counts.total,
+         "c": status.request_counts.completed, "f": status.request_counts.failed,
+         "inp": status.input_file_id, "out": status.output_file_id,
+         "err": status.error_file_id, "errors": json.dumps(errors) if errors else None,
+         "next": next_action_at, "now": now, "id": batch_id,
+         "warning": None if status.known_status else
+         f"unknown provider status {status.provider_status!r}; treated as in_progress"},
+    )
+
+
+def created_at(conn: Connection, batch_id: str) -> float:
+    return float(conn.execute(text("SELECT created_at FROM batches WHERE id = :id"),
+                              {"id": batch_id}).scalar_one())
+
+
+def add_failure(conn: Connection, batch_id: str) -> int:
+    """Count one more failed call about the batch; returns the consecutive failures."""
+    return int(conn.execute(
+        text("UPDATE batches SET failures = failures + 1 WHERE id = :id RETURNING failures"),
+        {"id": batch_id}).scalar_one())
+
+
+def set_error(conn: Connection, batch_id: str, message: str, next_action_at: float,
+              now: float) -> None:
+    conn.execute(
+        text("UPDATE batches SET last_error = :e, next_action_at = :t, updated_at = :now "
+             "WHERE id = :id"),
+        {"e": storable_text(message), "t": next_action_at, "now": now, "id": batch_id})
+
+
+def mark_results_missing(conn: Connection, batch_id: str, now: float) -> None:
+    conn.execute(text("UPDATE batches SET results_missing_since = :now WHERE id = :id"),
+                 {"now": now, "id": batch_id})
+
+
+def mark_requeue_unfinished(conn: Connection, batch_id: str) -> None:
+    conn.execute(text("UPDATE batches SET requeue_unfinished = 1 WHERE id = :id"),
+                 {"id": batch_id})
+
+
+def request_cancel(conn: Connection, batch_ids: Sequence[str], now: float) -> None:
+    """Record an operator's wish to cancel (the intent; the worker sends it)."""
+    if batch_ids:
+        conn.execute(text("UPDATE batches SET cancel_requested = 1, next_action_at = :now, "
+                          "updated_at = :now WHERE id IN :ids")
+                     .bindparams(bindparam("ids", expanding=True)),
+                     {"now": now, "ids": list(batch_ids)})
+
+
+def any_open(conn: Connection) -> bool:
+    return bool(conn.execute(text("SELECT EXISTS (SELECT 1 FROM batches WHERE status IN "
+                                  ":statuses)").bindparams(STATUSES),
+                             {"statuses": _values(OPEN_BATCH)}).scalar())

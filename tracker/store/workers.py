@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from tracker.models import Batch
+from tracker.states import BatchStatus
 from tracker.store.batches import STATUSES
 from tracker.store.dialect import skip_locked
 from tracker.store.engine import write
@@ -97,11 +98,13 @@ def deregister(engine: Engine, me: WorkerId) -> None:
         conn.execute(text("DELETE FROM workers WHERE id = :me"), {"me": me.id})
 
 
-def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[str], order: str, now: float,
+def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], order: str,
+              now: float,
               limit: int, ttl: float = WORKER_TTL) -> list[Batch]:
     """Claim due batches in `statuses` until this worker holds `limit` of them, and return the
     ones it holds, in `order` (claims it already had come back too)."""
-    params = {"me": me.id, "now": now, "exp": now + ttl, "statuses": sorted(statuses),
+    params = {"me": me.id, "now": now, "exp": now + ttl,
+              "statuses": sorted(str(s) for s in statuses),
               "n": limit}
     due = ("b.status IN :statuses AND (b.next_action_at IS NULL OR b.next_action_at <= :now)")
     with write(engine) as conn:

@@ -1,0 +1,53 @@
+"""Operator actions behind `tracker cancel` and `tracker retry`."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from tracker.context import Context, log
+from tracker.errors import InputError
+from tracker.providers.base import ProviderError
+from tracker.states import ItemStatus
+from tracker.store import batches, items
+from tracker.store.batches import CANCELLABLE
+from tracker.store.engine import write
+from tracker.store.transitions import move_items
+
+
+def request_cancel(ctx: Context, provider_batch_id: str | None, all_open: bool) -> list[str]:
+    """Record the wish to cancel (intent first), then ask the provider. Returns the local ids.
+    The daemon finishes the job: it ingests partial output and cancels the rest."""
+    now = ctx.now()
+    with write(ctx.engine) as conn:
+        rows = batches.cancellable(conn, None if all_open else provider_batch_id)
+        if not all_open:
+            if not rows:
+                raise InputError(f"no batch {provider_batch_id!r} in this database")
+            if rows[0].status not in CANCELLABLE:
+                raise InputError(f"batch {provider_batch_id} has already ended "
+                                 f"({rows[0].status}); nothing to cancel")
+        batches.request_cancel(conn, [row.id for row in rows], now)
+    for row in rows:
+        if row.provider_batch_id is None:
+            continue
+        try:
+            ctx.provider(row.provider).cancel(row.provider_batch_id)
+        except ProviderError as exc:
+            log.warning("batch %s: cancel will be retried by the daemon: %s", row.id,
+                        exc.message)
+    return [row.id for row in rows]
+
+
+def retry_items(engine: Engine, now: float, *, failed: bool, cancelled: bool) -> int:
+    """Send failed and/or cancelled items again, with a fresh set of attempts (`attempts`
+    keeps counting every send; the earlier ones become `free_attempts`)."""
+    sources = [status for status, wanted in ((ItemStatus.FAILED, failed),
+                                             (ItemStatus.CANCELLED, cancelled)) if wanted]
+    moved = 0
+    with write(engine) as conn:
+        for source in sources:
+            ids = items.ids_with_status(conn, source)
+            move_items(conn, ids, source, ItemStatus.QUEUED, f"tracker retry --{source}", now,
+                       {"free_attempts": "attempts"}, not_before=0.0, finished_at=None)
+            moved += len(ids)
+    return moved
