@@ -128,7 +128,7 @@ def _message(error: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
-    return msg[0].lower() + msg[1:] if msg else kind
+    return str(msg[0].lower() + msg[1:]) if msg else str(kind)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:

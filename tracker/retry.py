@@ -82,7 +82,7 @@ def backoff_delay(
     """
     if hint is not None:
         return min(max(hint, 0.0), cap)
-    return min(cap, first * 2 ** max(failures - 1, 0))
+    return min(cap, first * 2.0 ** max(failures - 1, 0))
 
 
 def poll_delay(poll_interval: float, batch_age: float) -> float:

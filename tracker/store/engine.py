@@ -102,7 +102,7 @@ def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 30.0, "isolation_level": None})
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record) -> None:
+    def _pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.execute("PRAGMA journal_mode = WAL")

@@ -130,15 +130,17 @@ def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], or
 def claim_held(conn: Connection, me: WorkerId, batch_id: str, token: int) -> bool:
     """Whether this worker still holds its claim on the batch (call inside the transaction
     that writes): the worker's row exists and the batch names it with the same token."""
-    return conn.execute(text(
+    held: int = conn.execute(text(
         "SELECT count(*) FROM batches b JOIN workers w ON w.id = b.claimed_by "
         "WHERE b.id = :id AND b.claimed_by = :me AND b.claim_token = :t"),
-        {"id": batch_id, "me": me.id, "t": token}).scalar_one() == 1
+        {"id": batch_id, "me": me.id, "t": token}).scalar_one()
+    return held == 1
 
 
 def registered(conn: Connection, me: WorkerId) -> bool:
-    return conn.execute(text("SELECT count(*) FROM workers WHERE id = :me"),
-                        {"me": me.id}).scalar_one() == 1
+    found: int = conn.execute(text("SELECT count(*) FROM workers WHERE id = :me"),
+                              {"me": me.id}).scalar_one()
+    return found == 1
 
 
 def live_workers(conn: Connection, now: float) -> list[dict[str, object]]:

@@ -392,7 +392,9 @@ class FakeBatchState:
         if line.get("_slow"):
             return float("inf")
         n = max(len(b.lines), 1)
-        return b.times["in_progress_at"] + (line["_finish"] + 1) / n * self.in_progress_seconds
+        started: float = b.times["in_progress_at"]
+        finish: int = line["_finish"]
+        return started + (finish + 1) / n * self.in_progress_seconds
 
     def _finish(self, b: BatchRecord, status: str, *, cutoff: float, at: float) -> None:
         """Run the lines finished by `cutoff`; the rest end as expired or cancelled."""
