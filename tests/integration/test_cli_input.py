@@ -10,10 +10,13 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from tracker import cli
+from tracker.store.engine import make_engine, read
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,20 +27,29 @@ def _line(item_id: str = "a", content: str = "hi", **extra: object) -> str:
 
 
 def run(tmp_path: Path, *args: str, stdin: bytes | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None,
+        db: str | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "TRACKER_CONFIG", "TRACKER_DB",
                                 "OPENAI_BASE_URL")}
     environment.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "tracker", "--db", f"sqlite:///{tmp_path / 't.db'}", *args],
+        [sys.executable, "-m", "tracker", "--db", db or f"sqlite:///{tmp_path / 't.db'}", *args],
         input=stdin.decode("utf-8", "surrogateescape") if stdin is not None else None,
         capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
 
 
-def count_items(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "t.db") as conn:
-        return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+def query(db: str, sql: str) -> list[tuple[Any, ...]]:
+    engine = make_engine(db)
+    try:
+        with read(engine) as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def count_items(db: str) -> int:
+    return int(query(db, "SELECT count(*) FROM items")[0][0])
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -49,27 +61,26 @@ def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: st
         assert fragment in lines[0], lines[0]
 
 
-def test_enqueue__idempotent(tmp_path: Path) -> None:
+def test_enqueue__idempotent(tmp_path: Path, db_url: str) -> None:
     data = tmp_path / "in.jsonl"
     data.write_text(_line("a") + "\n" + _line("b", model="gpt-4o-mini") + "\n")
-    first = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    first = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini", db=db_url)
     assert first.stdout.strip() == "enqueued 2 items, skipped 0 already present"
-    again = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    again = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini", db=db_url)
     assert again.stdout.strip() == "enqueued 0 items, skipped 2 already present"
-    with sqlite3.connect(tmp_path / "t.db") as conn:
-        assert dict(conn.execute("SELECT id, model FROM items")) == {
-            "a": "gpt-5-mini", "b": "gpt-4o-mini"}  # a line's own model wins
-        assert conn.execute("SELECT entity_id, from_status, to_status FROM transitions "
-                            "ORDER BY id").fetchall() == [("a", None, "queued"),
-                                                           ("b", None, "queued")]
+    assert dict(query(db_url, "SELECT id, model FROM items")) == {
+        "a": "gpt-5-mini", "b": "gpt-4o-mini"}  # a line's own model wins
+    assert query(db_url, "SELECT entity_id, from_status, to_status FROM transitions "
+                         "ORDER BY id") == [("a", None, "queued"), ("b", None, "queued")]
 
 
-def test_enqueue__same_id_other_payload_inserts_nothing(tmp_path: Path) -> None:
-    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", stdin=(_line("a") + "\n").encode())
+def test_enqueue__same_id_other_payload_inserts_nothing(tmp_path: Path, db_url: str) -> None:
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", stdin=(_line("a") + "\n").encode(),
+        db=db_url)
     done = run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini",
-               stdin=(_line("new") + "\n" + _line("a", "changed") + "\n").encode())
+               stdin=(_line("new") + "\n" + _line("a", "changed") + "\n").encode(), db=db_url)
     assert_one_line_error(done, "<stdin>:2", "'a'", "different")
-    assert count_items(tmp_path) == 1
+    assert count_items(db_url) == 1
 
 
 BAD_LINES = [
@@ -103,13 +114,14 @@ BAD_LINES = [
 
 @pytest.mark.parametrize("content,where,reason", BAD_LINES)
 def test_enqueue__bad_line_exits_2_and_inserts_nothing(tmp_path: Path, content: bytes,
-                                                       where: str, reason: str) -> None:
+                                                       where: str, reason: str,
+                                                       db_url: str) -> None:
     data = tmp_path / "in.jsonl"
     data.write_bytes((_line("good") + "\n").encode() + content if where else content)
     fix = ":2:" if where == ":1:" else where.replace(":2:", ":3:")
-    done = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    done = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini", db=db_url)
     assert_one_line_error(done, f"{data}{fix}" if where else str(data), reason)
-    assert count_items(tmp_path) == 0
+    assert count_items(db_url) == 0
 
 
 def test_enqueue__disabled_provider(tmp_path: Path) -> None:
@@ -132,15 +144,15 @@ def test_enqueue__unreadable_file(tmp_path: Path, target: str, reason: str) -> N
     assert_one_line_error(run(tmp_path, "enqueue", target), reason)
 
 
-def test_enqueue__million_lines_one_bad_near_the_end(tmp_path: Path) -> None:
+def test_enqueue__million_lines_one_bad_near_the_end(tmp_path: Path, db_url: str) -> None:
     n, bad = 1_000_000, 999_990
     data = tmp_path / "big.jsonl"
     template = '{"id": "i%d", "input_payload": {"messages": [{"role": "user", "content": "q"}]}}\n'
     with data.open("w") as out:
         out.writelines(template % i if i != bad else "{oops\n" for i in range(1, n + 1))
-    done = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini")
+    done = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini", db=db_url)
     assert_one_line_error(done, f"{data}:{bad}:", "not valid JSON")
-    assert count_items(tmp_path) == 0
+    assert count_items(db_url) == 0
 
 
 @pytest.mark.parametrize(
@@ -188,33 +200,42 @@ def test_database__errors_via_cli(tmp_path: Path) -> None:
         capture_output=True, text=True), "mysql databases are not supported")
 
 
-def test_status__json_and_results_formats(tmp_path: Path) -> None:
+def test_status__json_and_results_formats(tmp_path: Path, db_url: str) -> None:
     run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini",
-        stdin=(_line("a") + "\n" + _line("b") + "\n").encode())
-    report = json.loads(run(tmp_path, "status", "--json").stdout)
+        stdin=(_line("a") + "\n" + _line("b") + "\n").encode(), db=db_url)
+    report = json.loads(run(tmp_path, "status", "--json", db=db_url).stdout)
     assert report["items"] == {"queued": 2, "in_batch": 0, "succeeded": 0, "failed": 0,
                                "cancelled": 0}
     assert set(report["batches"]) == {"pending", "submitted", "in_progress", "completed",
                                       "failed", "cancelled", "ingested"}
-    rows = list(csv.DictReader(io.StringIO(run(tmp_path, "results", "--format", "csv").stdout)))
+    assert report["workers"] == [] and report["daemon"] is None
+    rows = list(csv.DictReader(io.StringIO(
+        run(tmp_path, "results", "--format", "csv", db=db_url).stdout)))
     assert [r["id"] for r in rows] == ["a", "b"]
     assert {"id", "status", "output_text", "error_message", "attempts", "provider_batch_id",
             "model"} <= set(rows[0])
-    assert run(tmp_path, "results", "--status", "succeeded").stdout == ""
-    run(tmp_path, "results", "-o", "out.jsonl")
+    assert run(tmp_path, "results", "--status", "succeeded", db=db_url).stdout == ""
+    run(tmp_path, "results", "-o", "out.jsonl", db=db_url)
     assert [json.loads(x)["id"] for x in (tmp_path / "out.jsonl").read_text().splitlines()] == [
         "a", "b"]
+
+
+def test_init__creates_the_schema_in_an_empty_database(tmp_path: Path, db_url: str) -> None:
+    done = run(tmp_path, "init", db=db_url)
+    assert done.returncode == 0, done.stderr
+    assert query(db_url, "SELECT count(*) FROM workers") == [(0,)]
+    assert run(tmp_path, "init", db=db_url).returncode == 0  # idempotent
 
 
 def test_run__missing_key_is_one_line(tmp_path: Path) -> None:
     assert_one_line_error(run(tmp_path, "run", "--until-idle"), "OPENAI_API_KEY")
 
 
-def test_cancel_and_retry__bad_arguments(tmp_path: Path) -> None:
+def test_cancel_and_retry__bad_arguments(tmp_path: Path, db_url: str) -> None:
     env = {"OPENAI_API_KEY": "sk-test-123456789"}
-    assert_one_line_error(run(tmp_path, "cancel", env=env), "--all")
-    assert_one_line_error(run(tmp_path, "cancel", "batch_nope", env=env), "no batch")
-    assert run(tmp_path, "retry").stdout.strip() == "re-queued 0 items"
+    assert_one_line_error(run(tmp_path, "cancel", env=env, db=db_url), "--all")
+    assert_one_line_error(run(tmp_path, "cancel", "batch_nope", env=env, db=db_url), "no batch")
+    assert run(tmp_path, "retry", db=db_url).stdout.strip() == "re-queued 0 items"
 
 
 def test_commands__documented_with_examples() -> None:
