@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The PostgreSQL server `make demo-workers` uses (it creates its own database there).
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-workers test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +17,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m tracker.testing.demo
+
+demo-workers: $(STAMP)
+	$(BIN)/python -m tracker.testing.demo --db '$(PG_URL)' --workers 3
 
 test: $(STAMP)
 	$(BIN)/ruff check .
