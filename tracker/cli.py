@@ -26,7 +26,7 @@ from tracker.errors import TrackerError
 from tracker.providers.base import PermanentProviderError, ProviderError
 from tracker.redact import redact_secrets
 from tracker.states import ItemStatus
-from tracker.store.engine import DEFAULT_DB_URL, open_database
+from tracker.store.engine import DEFAULT_DB_URL, describe, open_database
 from tracker.store.reports import RESULT_FIELDS, iter_results, status_report
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,8 +100,7 @@ def init(settings: Settings) -> None:
     \b
         tracker --db sqlite:///work.db init
     """
-    _ = settings.engine
-    click.echo(f"database ready: {settings.db_url}", err=True)
+    click.echo(f"database ready: {describe(settings.engine)}", err=True)
 
 
 @contextmanager

@@ -47,6 +47,9 @@ def test_two_workers__never_hold_the_same_batch(engine: Engine, server: FakeOpen
     b = _worker(engine, server, clock, tmp_path)
     enqueue(a, {f"q{i}": f"question {i}" for i in range(6)})
     assert pack(a) == 3 and pack(b) == 3
+    # one call claims a worker's share (3 due per step, 2 live workers: 2), the next tops up
+    assert len(a.claim_due(PENDING, "created_at")) == 2
+    assert len(b.claim_due(PENDING, "created_at")) == 2
     mine_a = {row.id for row in a.claim_due(PENDING, "created_at")}
     mine_b = {row.id for row in b.claim_due(PENDING, "created_at")}
     assert len(mine_a) == 3 and len(mine_b) == 3 and not mine_a & mine_b

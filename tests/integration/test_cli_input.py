@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from tracker import cli
 from tracker.store.engine import make_engine, read
@@ -225,6 +226,11 @@ def test_init__creates_the_schema_in_an_empty_database(tmp_path: Path, db_url: s
     assert done.returncode == 0, done.stderr
     assert query(db_url, "SELECT count(*) FROM workers") == [(0,)]
     assert run(tmp_path, "init", db=db_url).returncode == 0  # idempotent
+    if db_url.startswith("postgresql"):  # the server trusts loopback: the password is unused
+        with_password = make_url(db_url).set(password="s3cr3t-pw")
+        again = run(tmp_path, "init", db=with_password.render_as_string(hide_password=False))
+        assert again.returncode == 0, again.stderr
+        assert "database ready" in again.stderr and "s3cr3t-pw" not in again.stderr
 
 
 def test_run__missing_key_is_one_line(tmp_path: Path) -> None:

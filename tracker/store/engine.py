@@ -191,7 +191,7 @@ def migrate(engine: Engine) -> int:
     dialect = engine.dialect.name
     available = migrations(dialect)
     newest = max(v for v, _, _ in available)
-    location = _describe(engine)
+    location = describe(engine)
     try:
         with engine.begin() as conn:  # one migrator at a time
             if is_postgresql(conn):
@@ -220,7 +220,8 @@ def migrate(engine: Engine) -> int:
     return newest
 
 
-def _describe(engine: Engine) -> str:
+def describe(engine: Engine) -> str:
+    """The database for a message: the SQLite file, or the URL with its password hidden."""
     path = _sqlite_path(str(engine.url))
     return str(path) if path is not None else engine.url.render_as_string(hide_password=True)
 

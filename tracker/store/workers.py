@@ -12,6 +12,7 @@ first one's late writes are refused.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
@@ -102,7 +103,9 @@ def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], or
               now: float,
               limit: int, ttl: float = WORKER_TTL) -> list[Batch]:
     """Claim due batches in `statuses` until this worker holds `limit` of them, and return the
-    ones it holds, in `order` (claims it already had come back too)."""
+    ones it holds, in `order` (claims it already had come back too). One call claims at most
+    its share of `limit` among the live workers, so the first worker to look does not take
+    every batch that just became due."""
     params = {"me": me.id, "now": now, "exp": now + ttl,
               "statuses": sorted(str(s) for s in statuses),
               "n": limit}
@@ -111,7 +114,10 @@ def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], or
         held = conn.execute(text(
             f"SELECT count(*) FROM batches b WHERE {due} AND b.claimed_by = :me"
         ).bindparams(STATUSES), params).scalar_one()
-        if held < limit:
+        live = conn.execute(text("SELECT count(*) FROM workers WHERE expires_at >= :now"),
+                            params).scalar_one()
+        room = min(limit - held, max(1, math.ceil(limit / max(live, 1))))
+        if room > 0:
             conn.execute(text(
                 "UPDATE batches SET claimed_by = :me, claim_token = claim_token + 1, "
                 "claim_expires_at = :exp, claim_heartbeat_at = :now WHERE id IN ("
@@ -119,7 +125,7 @@ def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], or
                 "OR b.claim_expires_at IS NULL OR b.claim_expires_at < :now "
                 "OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = b.claimed_by)) "
                 f"ORDER BY COALESCE(b.{order}, 0) LIMIT :room{skip_locked(conn)})"
-            ).bindparams(STATUSES), {**params, "room": limit - held})
+            ).bindparams(STATUSES), {**params, "room": room})
         rows = conn.execute(text(
             f"SELECT b.* FROM batches b WHERE {due} AND b.claimed_by = :me "
             f"ORDER BY COALESCE(b.{order}, 0) LIMIT :n").bindparams(STATUSES),
