@@ -23,6 +23,7 @@ from tracker.context import Context
 from tracker.daemon import Daemon
 from tracker.enqueue import enqueue_stream
 from tracker.errors import TrackerError
+from tracker.providers import registry
 from tracker.providers.base import PermanentProviderError, ProviderError
 from tracker.redact import redact_secrets
 from tracker.states import ItemStatus
@@ -300,8 +301,9 @@ class _RedactingFormatter(logging.Formatter):
 def _secrets(config: TrackerConfig) -> list[str]:
     """The key values in use: from the config, or the environment variables it names."""
     found = []
-    for section in config.providers.values():
-        found.append(section.api_key or os.environ.get(section.api_key_env or "OPENAI_API_KEY"))
+    for name, section in config.providers.items():
+        variable = section.api_key_env or registry.provider_class(name).api_key_env
+        found.append(section.api_key or (os.environ.get(variable) if variable else None))
     return [value for value in found if value]
 
 

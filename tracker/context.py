@@ -146,6 +146,11 @@ class Context:
         source = self.providers.get(provider) or registry.provider_class(provider)
         return source.max_lines_per_batch, source.max_bytes_per_batch
 
+    def batches_per_hour(self, provider: str) -> int | None:
+        """How many batches the provider lets one account create per hour, if it limits it."""
+        source = self.providers.get(provider) or registry.provider_class(provider)
+        return source.max_batches_per_hour
+
     def endpoint(self, provider: str, model: str) -> str:
         """Where `model`'s requests go, by its mode (known without credentials)."""
         source = self.providers.get(provider) or registry.provider_class(provider)

@@ -17,7 +17,8 @@ from tests.integration.daemon_harness import (
     make_context,
 )
 from tracker.daemon import run_steps_once
-from tracker.steps import BATCHES_PER_HOUR, pack
+from tracker.providers.openai import OpenAIBatchProvider
+from tracker.steps import pack
 from tracker.store.engine import write
 from tracker.store.reports import status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
@@ -68,7 +69,7 @@ def test_batches_per_hour__packing_stops_at_the_limit(engine: Engine, server: Fa
             "WHERE value < :n) INSERT INTO batches (id, provider, model, endpoint, status, "
             "item_count, created_at, updated_at) SELECT 'old' || value, 'openai', "
             "'gpt-5-mini', 'x', 'pending', 0, :t, :t FROM n"),
-            {"t": clock() - 10, "n": BATCHES_PER_HOUR})
+            {"t": clock() - 10, "n": OpenAIBatchProvider.max_batches_per_hour})
     assert pack(ctx) == 0
     clock.advance(3600)
     assert pack(ctx) == 1

@@ -211,6 +211,10 @@ class BaseBatchProvider(ABC):
     #: Per-batch limits; an instance may lower them (tests do).
     max_lines_per_batch: int = 50_000
     max_bytes_per_batch: int = 200 * 1024 * 1024
+    #: The environment variable the API key is read from when the config names none.
+    api_key_env: str | None = None
+    #: Batches the provider lets one account create per hour (None: no such limit).
+    max_batches_per_hour: int | None = None
     #: The metadata key each provider batch carries the tracker's local batch id under
     #: (reconcile and the duplicate sweep search by it).
     metadata_key: str = "tracker_batch_id"

@@ -140,7 +140,10 @@ class OpenAIBatchProvider(BaseBatchProvider):
     """
 
     name = "openai"
+    api_key_env = "OPENAI_API_KEY"
     endpoints = ENDPOINTS
+    #: "You can create up to 2,000 batches per hour."
+    max_batches_per_hour = 2000
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})

@@ -6,8 +6,8 @@ handling one batch is recorded on that batch and the step goes on with the next.
 """
 
 from tracker.steps.ingest import ingest
-from tracker.steps.pack import BATCHES_PER_HOUR, pack
+from tracker.steps.pack import pack
 from tracker.steps.poll import poll
 from tracker.steps.submit import submit
 
-__all__ = ["BATCHES_PER_HOUR", "ingest", "pack", "poll", "submit"]
+__all__ = ["ingest", "pack", "poll", "submit"]

@@ -12,8 +12,6 @@ from tracker.store.transitions import move_items
 
 #: Bytes a JSONL line adds around the payload (custom_id, method, url, model).
 LINE_OVERHEAD = 200
-#: OpenAI: "You can create up to 2,000 batches per hour."
-BATCHES_PER_HOUR = 2000
 
 
 def pack(ctx: Context) -> int:
@@ -31,12 +29,12 @@ def pack(ctx: Context) -> int:
     return made
 
 
-def _room(conn: Connection, provider: str, model: str, now: float,
-          token_cap: int | None) -> tuple[bool, int | None, bool]:
+def _room(conn: Connection, provider: str, model: str, now: float, token_cap: int | None,
+          per_hour: int | None) -> tuple[bool, int | None, bool]:
     """Whether another batch may be made now, how many more tokens it may carry, and whether
     nothing is in flight (then one batch may go even if its first item alone is over the cap,
     or that item could never be sent)."""
-    if batches.made_since(conn, provider, now - 3600) >= BATCHES_PER_HOUR:
+    if per_hour is not None and batches.made_since(conn, provider, now - 3600) >= per_hour:
         return False, None, False
     if token_cap is None:
         return True, None, False
@@ -51,7 +49,8 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
     limit = min(limit, max_lines)
     with ctx.write() as conn:
         batches.lock_packing(conn, provider, model)
-        allowed, token_room, alone = _room(conn, provider, model, now, token_cap)
+        allowed, token_room, alone = _room(conn, provider, model, now, token_cap,
+                                           ctx.batches_per_hour(provider))
         if not allowed:
             return False
         candidates = items.queued_for_packing(conn, provider, model, now, limit)
