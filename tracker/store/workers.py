@@ -44,8 +44,9 @@ def _start_of(worker_id: str) -> str | None:
 
 
 def register(engine: Engine, now: float, ttl: float = WORKER_TTL) -> WorkerId:
-    """Add this process as a worker. Workers of this host whose process is gone are removed
-    first, so the batches a SIGKILLed worker claimed are free at once, not after its lease."""
+    """Add this process as a worker. Workers whose lease ran out, and workers of this host
+    whose process is gone, are removed first: the batches a SIGKILLed worker claimed are free
+    at once, not after its lease."""
     host, pid = socket.gethostname(), os.getpid()
     me = WorkerId(f"{host}:{pid}:{process_start(pid) or '-'}:{uuid.uuid4().hex[:8]}", host, pid)
     with write(engine) as conn:
@@ -53,6 +54,7 @@ def register(engine: Engine, now: float, ttl: float = WORKER_TTL) -> WorkerId:
                              {"h": host}).all()
         dead = [row.id for row in local if not process_alive(row.pid, _start_of(row.id))]
         _delete(conn, dead)
+        conn.execute(text("DELETE FROM workers WHERE expires_at < :now"), {"now": now})
         conn.execute(text(
             "INSERT INTO workers (id, host, pid, started_at, heartbeat_at, expires_at) "
             "VALUES (:id, :host, :pid, :now, :now, :exp)"),
