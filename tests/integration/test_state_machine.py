@@ -77,7 +77,7 @@ def test_transition__every_pair(engine: Engine, entity: str, statuses: list[str]
             _insert(conn, entity, entity_id, frm)
         if (frm, to) in allowed:
             with write(engine) as conn:
-                transitions.transition(conn, entity, entity_id, frm, to, f"test {frm}->{to}",
+                transitions.transition_many(conn, entity, [entity_id], frm, to, f"test {frm}->{to}",
                                   clock())
             with read(engine) as conn:
                 assert _history(conn, entity_id) == [(None, frm, None),
@@ -85,7 +85,7 @@ def test_transition__every_pair(engine: Engine, entity: str, statuses: list[str]
         else:
             with pytest.raises(IllegalTransition, match=f"{frm} -> {to}"), \
                     write(engine) as conn:
-                transitions.transition(conn, entity, entity_id, frm, to, "nope", clock())
+                transitions.transition_many(conn, entity, [entity_id], frm, to, "nope", clock())
             # ...and the trigger refuses the same move from raw SQL
             with pytest.raises(IntegrityError, match=f"illegal {entity} transition"), \
                     write(engine) as conn:
@@ -102,9 +102,9 @@ def test_transition__stale_row_loses_cleanly(engine: Engine, clock) -> None:
         _insert(conn, "item", "a", "queued")
     # Two workers both read 'queued'; the first moves it, the second must be told.
     with write(engine) as conn:
-        transitions.transition(conn, "item", "a", "queued", "in_batch", "first", clock())
+        transitions.transition_many(conn, "item", ["a"], "queued", "in_batch", "first", clock())
     with pytest.raises(StaleTransition, match="no longer queued"), write(engine) as conn:
-        transitions.transition(conn, "item", "a", "queued", "cancelled", "second", clock())
+        transitions.transition_many(conn, "item", ["a"], "queued", "cancelled", "second", clock())
     with read(engine) as conn:
         assert conn.execute(text("SELECT status FROM items WHERE id='a'")).scalar() == "in_batch"
         assert _history(conn, "a") == [(None, "queued", None), ("queued", "in_batch", "first")]
@@ -114,7 +114,7 @@ def test_transition_many__all_or_nothing(engine: Engine, clock) -> None:
     with write(engine) as conn:
         for i in range(3):
             _insert(conn, "item", f"m{i}", "queued")
-        transitions.transition(conn, "item", "m2", "queued", "cancelled", "gone", clock())
+        transitions.transition_many(conn, "item", ["m2"], "queued", "cancelled", "gone", clock())
     with pytest.raises(StaleTransition), write(engine) as conn:
         transitions.transition_many(conn, "item", ["m0", "m1", "m2"], "queued", "in_batch", "x",
                                clock())

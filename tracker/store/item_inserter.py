@@ -3,7 +3,7 @@ database driver itself (SQLAlchemy's per-row overhead would halve `tracker enque
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -69,28 +69,28 @@ class ItemInserter:
 
     def insert_chunk(self, rows: Sequence[ItemRow], stamp: float) -> bool:
         """Insert every row with its history row, or (an id already present) none."""
-        self._cur.execute("SAVEPOINT chunk")
-        try:
-            self._cur.executemany(self._sql(_INSERT), rows)
-        except self._integrity_error:
-            self._cur.execute("ROLLBACK TO SAVEPOINT chunk")
-            self._cur.execute("RELEASE SAVEPOINT chunk")
+        if not self._unless_present(lambda: self._cur.executemany(self._sql(_INSERT), rows)):
             return False
-        self._cur.execute("RELEASE SAVEPOINT chunk")
         self._cur.executemany(self._sql(_HISTORY), [(row[0], stamp) for row in rows])
         return True
 
     def insert_one(self, row: ItemRow, stamp: float) -> bool:
         """Insert one row with its history row; False if its id is already present."""
-        self._cur.execute("SAVEPOINT one")
-        try:
-            self._cur.execute(self._sql(_INSERT), row)
-        except self._integrity_error:
-            self._cur.execute("ROLLBACK TO SAVEPOINT one")
-            self._cur.execute("RELEASE SAVEPOINT one")
+        if not self._unless_present(lambda: self._cur.execute(self._sql(_INSERT), row)):
             return False
-        self._cur.execute("RELEASE SAVEPOINT one")
         self._cur.execute(self._sql(_HISTORY), (row[0], stamp))
+        return True
+
+    def _unless_present(self, insert: Callable[[], object]) -> bool:
+        """Run `insert` inside a savepoint; undo it and return False if an id was present."""
+        self._cur.execute("SAVEPOINT insert_items")
+        try:
+            insert()
+        except self._integrity_error:
+            self._cur.execute("ROLLBACK TO SAVEPOINT insert_items")
+            self._cur.execute("RELEASE SAVEPOINT insert_items")
+            return False
+        self._cur.execute("RELEASE SAVEPOINT insert_items")
         return True
 
     def existing(self, item_id: str) -> tuple[str, str, str, float] | None:

@@ -35,25 +35,6 @@ def move_items(conn: Connection, item_ids: Sequence[str], frm: ItemStatus, to: I
     transition_many(conn, "item", item_ids, frm, to, reason, at, exprs, **fields)
 
 
-def transition(
-    conn: Connection,
-    entity: str,
-    entity_id: str,
-    frm: str,
-    to: str,
-    reason: str,
-    at: float,
-    exprs: Mapping[str, str] | None = None,
-    **fields: Any,
-) -> None:
-    """Move one row from `frm` to `to` (compare-and-set), setting `fields` too, and
-    `exprs` (column -> SQL expression, e.g. `{"attempts": "attempts + 1"}`).
-
-    Raises `IllegalTransition` before any SQL, `StaleTransition` if the row is not in `frm`.
-    """
-    transition_many(conn, entity, [entity_id], frm, to, reason, at, exprs, **fields)
-
-
 def transition_many(
     conn: Connection,
     entity: str,
@@ -65,8 +46,12 @@ def transition_many(
     exprs: Mapping[str, str] | None = None,
     **fields: Any,
 ) -> None:
-    """Move every row of `entity_ids` from `frm` to `to`, all or none (the caller's transaction
-    is left to roll back on `StaleTransition`). Each row gets its own history row by trigger."""
+    """Move every row of `entity_ids` from `frm` to `to` (compare-and-set), all or none,
+    setting `fields` too, and `exprs` (column -> SQL expression, e.g.
+    `{"attempts": "attempts + 1"}`). Each row gets its own history row by trigger.
+
+    Raises `IllegalTransition` before any SQL, `StaleTransition` (the caller's transaction is
+    left to roll back) if a row is not in `frm`."""
     if not entity_ids:
         return
     frm, to = str(frm), str(to)  # the values, never an enum's name, reach the driver
