@@ -26,7 +26,10 @@ def request_cancel(ctx: Context, provider_batch_id: str | None, all_open: bool) 
             if rows[0].status not in CANCELLABLE:
                 raise InputError(f"batch {provider_batch_id} has already ended "
                                  f"({rows[0].status}); nothing to cancel")
-        batches.request_cancel(conn, [row.id for row in rows], now)
+        marked = batches.request_cancel(conn, [row.id for row in rows], now)
+        if not all_open and not marked:
+            raise InputError(f"batch {provider_batch_id} has already ended; nothing to cancel")
+    rows = [row for row in rows if row.id in marked]
     for row in rows:
         if row.provider_batch_id is None:
             continue

@@ -93,18 +93,19 @@ class Context:
         finally:
             self._current_batch = None
 
-    def _check_fence(self, conn: Connection) -> None:
+    def _check_fence(self, conn: Connection, *, lock: bool) -> None:
         """`LeaseLost` if this daemon lost its lease or worker row (it must stop);
-        `ClaimLost` if another worker took the current batch over (leave it alone)."""
+        `ClaimLost` if another worker took the current batch over (leave it alone). With
+        `lock` (a write), what was checked stays so until the transaction ends."""
         if self.lease_token is not None and not lease.holds(conn, self.lease_token):
             raise LeaseLost()
         if self.worker is None:
             return
-        if not workers.registered(conn, self.worker):
+        if not workers.registered(conn, self.worker, lock=lock):
             raise LeaseLost()
         batch_id = self._current_batch
         if batch_id is not None and batch_id in self._claims and not workers.claim_held(
-                conn, self.worker, batch_id, self._claims[batch_id]):
+                conn, self.worker, batch_id, self._claims[batch_id], lock=lock):
             raise ClaimLost(f"another worker took batch {batch_id} over")
 
     @contextmanager
@@ -112,7 +113,7 @@ class Context:
         """A write transaction that first checks, inside it, that this daemon still holds its
         lease and its claim on the current batch: a worker paused past them writes nothing."""
         with write(self.engine) as conn:
-            self._check_fence(conn)
+            self._check_fence(conn, lock=True)
             yield conn
 
     def check_lease(self) -> None:
@@ -121,7 +122,7 @@ class Context:
         if self.lease_token is None and self.worker is None:
             return
         with read(self.engine) as conn:
-            self._check_fence(conn)
+            self._check_fence(conn, lock=False)
 
     def provider_for_call(self, name: str) -> BaseBatchProvider:
         """The provider, once the lease is checked: use it right before a call."""

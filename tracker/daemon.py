@@ -41,6 +41,10 @@ def run_steps_once(ctx: Context) -> None:
         step(ctx)
 
 
+#: The scheduler's jobs that run steps (all but the heartbeat).
+STEP_JOBS = ("pack", "submit", "poll", "ingest", "idle")
+
+
 class Daemon:
     def __init__(self, ctx: Context, *, until_idle: bool = False,
                  tick: float | None = None, lease_ttl: float = leases.LEASE_TTL) -> None:
@@ -52,13 +56,18 @@ class Daemon:
         self.tick = tick if tick is not None else min(max(ctx.poll_interval / 2, 0.05), 5.0)
         self.stop_event = threading.Event()
         self.lease: leases.Lease | None = None
+        #: Held while a step runs: a clean stop waits for it with the heartbeat still going,
+        #: so a long last step does not let the claims lapse under it.
+        self.step_running = threading.Lock()
 
     def _guard(self, name: str, step: Callable[[Context], object]) -> Callable[[], None]:
         def job() -> None:
             if self.stop_event.is_set():
                 return
             try:
-                step(self.ctx)
+                with self.step_running:
+                    if not self.stop_event.is_set():
+                        step(self.ctx)
             except LeaseLost:
                 self._lease_lost()
             except Exception:
@@ -141,6 +150,11 @@ class Daemon:
             while not self.stop_event.wait(0.5):
                 pass
         finally:
+            self.stop_event.set()  # a step job that starts now returns at once
+            for name in STEP_JOBS:
+                scheduler.remove_job(name)
+            with self.step_running:  # the running step ends while the heartbeat goes on
+                pass
             scheduler.shutdown(wait=True)
             self._stop_worker()
             for sig, handler in previous.items():

@@ -6,7 +6,7 @@
 -- single-writer lease and claims everything; on PostgreSQL any number of workers share the work.
 
 CREATE TABLE workers (
-    id           TEXT PRIMARY KEY,                 -- host:pid:process start:random
+    id           TEXT PRIMARY KEY,                 -- host:pid:process start:pid namespace:random
     host         TEXT NOT NULL,
     pid          INTEGER NOT NULL,
     started_at   DOUBLE PRECISION NOT NULL,

@@ -121,3 +121,26 @@ def test_claim__skips_rows_another_transaction_has_locked(
         claimer.join(timeout=10)
         assert not claimer.is_alive(), "the claim waited for the locked row"
     assert claimed == [free]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_claim__not_taken_while_its_holder_is_writing(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    """The fence a write checks stays true until the write commits: a worker paused inside
+    its write transaction past its claim keeps the batch until the server ends that
+    transaction, and another worker's claim passes it by meanwhile."""
+    a = _worker(engine, server, clock, tmp_path)
+    b = _worker(engine, server, clock, tmp_path)
+    enqueue(a, {"q": "question"})
+    pack(a)
+    [held] = a.claim_due(PENDING, "created_at")
+    claimed: list[str] = []
+    with a.handling(held.id), a.write():
+        clock.advance(TTL + 1)  # a's claim has run out while its transaction is open
+        claimer = threading.Thread(target=lambda: claimed.extend(
+            row.id for row in b.claim_due(PENDING, "created_at")))
+        claimer.start()
+        claimer.join(timeout=10)
+        assert not claimer.is_alive(), "the claim waited for the writing worker"
+    assert claimed == []
+    assert [row.id for row in b.claim_due(PENDING, "created_at")] == [held.id]

@@ -16,8 +16,8 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -37,7 +37,7 @@ from tracker.steps.common import VANISHED
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.reconcile import sweep_duplicates, sweep_window
 from tracker.store import batches, items
-from tracker.store.transitions import move_batch, move_item
+from tracker.store.transitions import ItemOutcome, move_batch, record_item_outcomes
 
 TOKEN_LIMIT_CODE = "token_limit_exceeded"
 
@@ -248,45 +248,53 @@ def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(counts))
 
 
+#: Item outcomes written per statement: memory stays flat in the size of the batch.
+OUTCOME_CHUNK = 1000
+
+
 def _apply(conn: Connection, batch: Batch,
            outcomes: Iterable[tuple[str, Decision, ProviderResultRow | None]], now: float,
            *, refund: bool = False, not_before: float | None = None) -> Counter[str]:
     counts: Counter[str] = Counter()
     halfway = max(batch.item_count // 2, 1)
+    pending: list[ItemOutcome] = []
     for item_id, decision, row in outcomes:
-        _apply_one(conn, item_id, decision, row, now, refund=refund or decision.refund,
-                   not_before=not_before)
+        pending.append(_outcome(item_id, decision, row, now, refund=refund or decision.refund,
+                                not_before=not_before))
         counts[decision.outcome.value] += 1
-        if counts.total() == halfway:
-            crash_point("mid_ingest")
+        if counts.total() == halfway or len(pending) >= OUTCOME_CHUNK:
+            record_item_outcomes(conn, pending, now)
+            pending = []
+            if counts.total() == halfway:
+                crash_point("mid_ingest")
+    record_item_outcomes(conn, pending, now)
     return counts
 
 
-def _apply_one(conn: Connection, item_id: str, decision: Decision,
-               row: ProviderResultRow | None, now: float, *, refund: bool,
-               not_before: float | None) -> None:
-    fields: dict[str, Any] = {
-        "error_message": decision.error_message,
-        "error_code": decision.error_code,
-        "error_status": decision.error_status,
-    }
-    exprs: dict[str, str] = {}
-    if decision.outcome is Outcome.SUCCEEDED and row is not None:
-        fields.update(
-            output_text=row.output_text,
-            output_data=json.dumps(row.output_data) if row.output_data is not None else None,
-            prompt_tokens=row.prompt_tokens,
-            completion_tokens=row.completion_tokens,
-            total_tokens=row.total_tokens,
-        )
-    if decision.outcome is Outcome.RETRY:
-        fields["not_before"] = not_before if not_before is not None else now
-        if refund:
-            exprs["free_attempts"] = "free_attempts + 1"
-    else:
-        fields["finished_at"] = now
-    move_item(conn, item_id, ItemStatus.IN_BATCH, ItemStatus(decision.outcome.value),
-              decision.reason, now, exprs, **fields)
+def _outcome(item_id: str, decision: Decision, row: ProviderResultRow | None, now: float, *,
+             refund: bool, not_before: float | None) -> ItemOutcome:
+    retry = decision.outcome is Outcome.RETRY
+    outcome = ItemOutcome(
+        item_id=item_id,
+        status=ItemStatus(decision.outcome.value),
+        reason=decision.reason,
+        error_message=decision.error_message,
+        error_code=decision.error_code,
+        error_status=decision.error_status,
+        finished_at=None if retry else now,
+        not_before=(not_before if not_before is not None else now) if retry else None,
+        refund=retry and refund,
+    )
+    if decision.outcome is not Outcome.SUCCEEDED or row is None:
+        return outcome
+    return replace(
+        outcome,
+        output_text=row.output_text,
+        output_data=json.dumps(row.output_data) if row.output_data is not None else None,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        total_tokens=row.total_tokens,
+    )
 
 
 def _finish(conn: Connection, batch: Batch, counts: Counter[str], reason: str, now: float) -> None:

@@ -47,10 +47,10 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
     now = ctx.now()
     max_lines, max_bytes = ctx.batch_limits(provider)
     limit = min(limit, max_lines)
+    per_hour = ctx.batches_per_hour(provider)
     with ctx.write() as conn:
-        batches.lock_packing(conn, provider, model)
-        allowed, token_room, alone = _room(conn, provider, model, now, token_cap,
-                                           ctx.batches_per_hour(provider))
+        batches.lock_packing(conn, provider, model, whole_provider=per_hour is not None)
+        allowed, token_room, alone = _room(conn, provider, model, now, token_cap, per_hour)
         if not allowed:
             return False
         candidates = items.queued_for_packing(conn, provider, model, now, limit)

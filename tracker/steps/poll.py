@@ -70,6 +70,7 @@ def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Batch) -> 
     if not batch.cancel_requested or provider.cancel_acknowledged(batch.provider_status):
         return provider.poll_status(provider_batch_id(batch))
     try:
+        ctx.check_lease()  # after the sweep's calls: still this worker's batch to cancel?
         return provider.cancel(provider_batch_id(batch))
     except PermanentProviderError as exc:
         if exc.status_code in (None, 404) or pausing(exc):
@@ -108,6 +109,7 @@ def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Batch,
                      f"taken as a delay until {grace:.0f}s after it was last seen")
         return
     try:
+        ctx.check_lease()  # the 404 took a call: still this worker's batch to cancel?
         status = provider.cancel(provider_batch_id(batch))
     except TransientProviderError as cancel_error:
         record_failure(ctx, batch.id, cancel_error)  # the cancel must get an answer first

@@ -162,6 +162,7 @@ def _upload(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> str | No
     if prepared is None:
         return None
     try:
+        ctx.check_lease()  # building the file took a while: still this worker's batch?
         uploaded = provider.upload_input(prepared)
     except PermanentProviderError as exc:
         if pausing(exc):

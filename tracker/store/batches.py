@@ -95,12 +95,18 @@ def cancellable(conn: Connection, id_or_provider_id: str | None) -> list[Batch]:
 # -- writes --------------------------------------------------------------------------------
 
 
-def lock_packing(conn: Connection, provider: str, model: str) -> None:
+def lock_packing(conn: Connection, provider: str, model: str, *,
+                 whole_provider: bool = False) -> None:
     """Serialize packing for one provider and model until the transaction ends: two workers
-    never count the same room or pick the same queued items (SQLite has one writer anyway)."""
-    if is_postgresql(conn):
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
-                     {"key": f"tracker.pack:{provider}:{model}"})
+    never count the same room or pick the same queued items (SQLite has one writer anyway).
+    `whole_provider` serializes every model of the provider too, for a limit they share (the
+    batches created per hour); that lock is always taken first."""
+    if not is_postgresql(conn):
+        return
+    keys = ([f"tracker.pack:{provider}"] if whole_provider else []) + [
+        f"tracker.pack:{provider}:{model}"]
+    for key in keys:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
 def insert_packed(conn: Connection, batch_id: str, provider: str, model: str, endpoint: str,
@@ -213,13 +219,16 @@ def mark_requeue_unfinished(conn: Connection, batch_id: str) -> None:
                  {"id": batch_id})
 
 
-def request_cancel(conn: Connection, batch_ids: Sequence[str], now: float) -> None:
-    """Record an operator's wish to cancel (the intent; the worker sends it)."""
-    if batch_ids:
-        conn.execute(text("UPDATE batches SET cancel_requested = 1, next_action_at = :now, "
-                          "updated_at = :now WHERE id IN :ids")
-                     .bindparams(bindparam("ids", expanding=True)),
-                     {"now": now, "ids": list(batch_ids)})
+def request_cancel(conn: Connection, batch_ids: Sequence[str], now: float) -> set[str]:
+    """Record an operator's wish to cancel (the intent; the worker sends it) on the batches a
+    cancel can still reach. Returns the ids marked (one that ended meanwhile is not)."""
+    if not batch_ids:
+        return set()
+    return set(conn.execute(
+        text("UPDATE batches SET cancel_requested = 1, next_action_at = :now, "
+             "updated_at = :now WHERE id IN :ids AND status IN :statuses RETURNING id")
+        .bindparams(bindparam("ids", expanding=True), STATUSES),
+        {"now": now, "ids": list(batch_ids), "statuses": _values(CANCELLABLE)}).scalars())
 
 
 def any_open(conn: Connection) -> bool:

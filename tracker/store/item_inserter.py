@@ -26,6 +26,11 @@ _HISTORY = (
     "VALUES ('item', ?, NULL, 'queued', ?, 'enqueued')"
 )
 
+_COPY_ITEMS = ("COPY items (id, provider, model, payload, est_tokens, status, status_reason, "
+               "attempts, not_before, created_at, updated_at) FROM STDIN")
+_COPY_HISTORY = ("COPY transitions (entity, entity_id, from_status, to_status, at, reason) "
+                 "FROM STDIN")
+
 #: `(id, provider, model, payload, est_tokens, created_at, updated_at)`
 ItemRow = tuple[str, str, str, str, int, float, float]
 
@@ -69,10 +74,22 @@ class ItemInserter:
 
     def insert_chunk(self, rows: Sequence[ItemRow], stamp: float) -> bool:
         """Insert every row with its history row, or (an id already present) none."""
+        if self._pg:  # COPY: one stream instead of a statement per row
+            if not self._unless_present(lambda: self._copy(_COPY_ITEMS, [
+                    (*row[:5], "queued", "enqueued", 0, 0, *row[5:]) for row in rows])):
+                return False
+            self._copy(_COPY_HISTORY, [("item", row[0], None, "queued", stamp, "enqueued")
+                                       for row in rows])
+            return True
         if not self._unless_present(lambda: self._cur.executemany(self._sql(_INSERT), rows)):
             return False
         self._cur.executemany(self._sql(_HISTORY), [(row[0], stamp) for row in rows])
         return True
+
+    def _copy(self, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
+        with self._cur.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def insert_one(self, row: ItemRow, stamp: float) -> bool:
         """Insert one row with its history row; False if its id is already present."""

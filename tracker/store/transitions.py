@@ -8,6 +8,7 @@ in `transitions` in the same transaction).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
@@ -82,3 +83,61 @@ def transition_many(
             frm,
             to,
         )
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """Where one item of an ingested batch goes, with what its result says."""
+
+    item_id: str
+    status: ItemStatus
+    reason: str
+    error_message: str | None = None
+    error_code: str | None = None
+    error_status: int | None = None
+    output_text: str | None = None
+    output_data: str | None = None  #: JSON
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    finished_at: float | None = None
+    not_before: float | None = None  #: None keeps the item's own
+    refund: bool = False  #: the send does not count against its attempts
+
+
+_RECORD_OUTCOME = text(
+    "UPDATE items SET status = :status, status_reason = :reason, updated_at = :now, "
+    "error_message = :error_message, error_code = :error_code, error_status = :error_status, "
+    "output_text = :output_text, output_data = :output_data, prompt_tokens = :prompt_tokens, "
+    "completion_tokens = :completion_tokens, total_tokens = :total_tokens, "
+    "finished_at = :finished_at, not_before = COALESCE(:not_before, not_before), "
+    "free_attempts = free_attempts + :refund WHERE id = :id AND status = :in_batch")
+
+
+def record_item_outcomes(conn: Connection, outcomes: Sequence[ItemOutcome], at: float) -> None:
+    """Move every item of `outcomes` out of `in_batch`, all or none: one statement prepared
+    once and run for every row (each still gets its history row by trigger).
+
+    Raises `StaleTransition` if an item was no longer in its batch."""
+    if not outcomes:
+        return
+    for status in {outcome.status for outcome in outcomes}:
+        check_allowed("item", outcomes[0].item_id, ItemStatus.IN_BATCH, status)
+    in_batch = str(ItemStatus.IN_BATCH)
+    params = [{
+        "id": o.item_id, "status": str(o.status), "reason": storable_text(o.reason), "now": at,
+        "error_message": _storable(o.error_message), "error_code": _storable(o.error_code),
+        "error_status": o.error_status, "output_text": _storable(o.output_text),
+        "output_data": o.output_data, "prompt_tokens": o.prompt_tokens,
+        "completion_tokens": o.completion_tokens, "total_tokens": o.total_tokens,
+        "finished_at": o.finished_at, "not_before": o.not_before, "refund": int(o.refund),
+        "in_batch": in_batch,
+    } for o in outcomes]
+    moved = conn.execute(_RECORD_OUTCOME, params).rowcount
+    if moved != len(outcomes):
+        raise StaleTransition("item", f"({len(outcomes) - moved} of {len(outcomes)} rows)",
+                              in_batch, "an outcome")
+
+
+def _storable(value: str | None) -> str | None:
+    return None if value is None else storable_text(value)

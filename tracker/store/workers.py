@@ -25,7 +25,7 @@ from tracker.models import Batch
 from tracker.states import BatchStatus
 from tracker.store.batches import STATUSES
 from tracker.store.dialect import skip_locked
-from tracker.store.engine import write
+from tracker.store.engine import is_postgresql, write
 from tracker.store.lease import process_alive, process_start
 
 WORKER_TTL = 30.0
@@ -40,19 +40,36 @@ class WorkerId:
 
 def _start_of(worker_id: str) -> str | None:
     parts = worker_id.split(":")
-    return parts[2] if len(parts) >= 4 and parts[2] != "-" else None
+    return parts[2] if len(parts) >= 5 and parts[2] != "-" else None
+
+
+def _namespace_of(worker_id: str) -> str | None:
+    parts = worker_id.split(":")
+    return parts[3] if len(parts) >= 5 else None
+
+
+def _pid_namespace() -> str:
+    """This process's PID namespace: two containers may share a host name, and a pid means
+    nothing across namespaces."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
 
 
 def register(engine: Engine, now: float, ttl: float = WORKER_TTL) -> WorkerId:
     """Add this process as a worker. Workers whose lease ran out, and workers of this host
     whose process is gone, are removed first: the batches a SIGKILLed worker claimed are free
     at once, not after its lease."""
-    host, pid = socket.gethostname(), os.getpid()
-    me = WorkerId(f"{host}:{pid}:{process_start(pid) or '-'}:{uuid.uuid4().hex[:8]}", host, pid)
+    host, pid, namespace = socket.gethostname(), os.getpid(), _pid_namespace()
+    me = WorkerId(f"{host}:{pid}:{process_start(pid) or '-'}:{namespace}:"
+                  f"{uuid.uuid4().hex[:8]}", host, pid)
     with write(engine) as conn:
         local = conn.execute(text("SELECT id, pid FROM workers WHERE host = :h"),
                              {"h": host}).all()
-        dead = [row.id for row in local if not process_alive(row.pid, _start_of(row.id))]
+        dead = [row.id for row in local if namespace != "-"
+                and _namespace_of(row.id) == namespace
+                and not process_alive(row.pid, _start_of(row.id))]
         _delete(conn, dead)
         conn.execute(text("DELETE FROM workers WHERE expires_at < :now"), {"now": now})
         conn.execute(text(
@@ -135,20 +152,26 @@ def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], or
     return [Batch.model_validate(row._mapping) for row in rows]
 
 
-def claim_held(conn: Connection, me: WorkerId, batch_id: str, token: int) -> bool:
-    """Whether this worker still holds its claim on the batch (call inside the transaction
-    that writes): the worker's row exists and the batch names it with the same token."""
-    held: int = conn.execute(text(
-        "SELECT count(*) FROM batches b JOIN workers w ON w.id = b.claimed_by "
-        "WHERE b.id = :id AND b.claimed_by = :me AND b.claim_token = :t"),
-        {"id": batch_id, "me": me.id, "t": token}).scalar_one()
-    return held == 1
+def claim_held(conn: Connection, me: WorkerId, batch_id: str, token: int, *,
+               lock: bool = False) -> bool:
+    """Whether this worker still holds its claim on the batch: the batch names it with the
+    same token. With `lock` (inside the transaction that writes), the batch row stays locked
+    until that transaction ends, so no other worker can claim it before the write commits
+    (its claim skips a locked row). SQLite's single writer needs no lock."""
+    suffix = " FOR NO KEY UPDATE" if lock and is_postgresql(conn) else ""
+    held = conn.execute(text(
+        "SELECT id FROM batches WHERE id = :id AND claimed_by = :me AND claim_token = :t"
+        + suffix), {"id": batch_id, "me": me.id, "t": token}).one_or_none()
+    return held is not None
 
 
-def registered(conn: Connection, me: WorkerId) -> bool:
-    found: int = conn.execute(text("SELECT count(*) FROM workers WHERE id = :me"),
-                              {"me": me.id}).scalar_one()
-    return found == 1
+def registered(conn: Connection, me: WorkerId, *, lock: bool = False) -> bool:
+    """Whether this worker's row still exists. With `lock`, it cannot be removed (by another
+    worker that found its lease run out) until the writing transaction ends."""
+    suffix = " FOR KEY SHARE" if lock and is_postgresql(conn) else ""
+    found = conn.execute(text("SELECT id FROM workers WHERE id = :me" + suffix),
+                         {"me": me.id}).one_or_none()
+    return found is not None
 
 
 def live_workers(conn: Connection, now: float) -> list[dict[str, object]]:
