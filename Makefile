@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/enqueue.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) demo-run bench-run .pytest_cache .ruff_cache

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-RUN_DIR = Path("bench-run")
+from harness import RUN_DIR, peak_rss_mb, report, run_child
 
 
 def generate(path: Path, n: int) -> None:
@@ -30,10 +27,6 @@ def generate(path: Path, n: int) -> None:
                 "messages": [{"role": "user", "content": f"Question number {i}: what is {i} + 1?"}],
                 "max_tokens": 50}}
             out.write(json.dumps(item) + "\n")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_tracker(path: Path, db: Path) -> dict[str, float]:
@@ -89,9 +82,7 @@ def child(kind: str, path: str, db: str) -> None:
 
 def measure(kind: str, path: Path, db: Path) -> dict[str, float]:
     db.unlink(missing_ok=True)
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(path), str(db)],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(__file__, kind, str(path), str(db))
 
 
 def main() -> None:
@@ -111,15 +102,7 @@ def main() -> None:
             generate(path, n)
         results[n] = {kind: measure(kind, path, RUN_DIR / f"{kind}-{n}.db")
                       for kind in ("tracker", "floor")}
-    for n, pair in results.items():
-        t, f = pair["tracker"], pair["floor"]
-        print(f"{n:>9,} items  tracker enqueue: {t['items'] / t['seconds']:>9,.0f} items/s "
-              f"({t['seconds']:.2f} s, peak RSS {t['peak_rss_mb']:.0f} MB)")
-        print(f"{'':>16}raw sqlite3 floor: {f['items'] / f['seconds']:>9,.0f} items/s "
-              f"({f['seconds']:.2f} s, peak RSS {f['peak_rss_mb']:.0f} MB)")
-        print(f"{'':>16}ratio (tracker time / floor time): {t['seconds'] / f['seconds']:.2f}x")
-    growth = results[large]["tracker"]["peak_rss_mb"] - results[small]["tracker"]["peak_rss_mb"]
-    print(f"tracker peak RSS grows {growth:+.0f} MB from {small:,} to {large:,} items")
+    report(results, "items", "enqueue", "raw sqlite3 floor")
 
 
 if __name__ == "__main__":

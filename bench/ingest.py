@@ -19,21 +19,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-RUN_DIR = Path("bench-run")
+from harness import RUN_DIR, peak_rss_mb, report, run_child
+
 MODEL = "gpt-5-mini"
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _config(n: int) -> Any:
@@ -162,9 +156,7 @@ def measure(kind: str, prepared: Path, output: Path) -> dict[str, float]:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(prepared, db)
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(db), str(output)],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_child(__file__, kind, str(db), str(output))
 
 
 def main() -> None:
@@ -183,15 +175,8 @@ def main() -> None:
         prepare(n, prepared, output)
         results[n] = {kind: measure(kind, prepared, output) for kind in ("tracker", "floor")}
     for n, pair in results.items():
-        t, f = pair["tracker"], pair["floor"]
-        assert t["items"] == n and f["items"] == n, (t, f)
-        print(f"{n:>9,} lines  tracker ingest: {n / t['seconds']:>9,.0f} lines/s "
-              f"({t['seconds']:.2f} s, peak RSS {t['peak_rss_mb']:.0f} MB)")
-        print(f"{'':>16}raw sqlite3 floor: {n / f['seconds']:>9,.0f} lines/s "
-              f"({f['seconds']:.2f} s, peak RSS {f['peak_rss_mb']:.0f} MB)")
-        print(f"{'':>16}ratio (tracker time / floor time): {t['seconds'] / f['seconds']:.2f}x")
-    growth = results[large]["tracker"]["peak_rss_mb"] - results[small]["tracker"]["peak_rss_mb"]
-    print(f"tracker peak RSS grows {growth:+.0f} MB from {small:,} to {large:,} lines")
+        assert pair["tracker"]["items"] == n and pair["floor"]["items"] == n, pair
+    report(results, "lines", "ingest", "raw sqlite3 floor")
 
 
 if __name__ == "__main__":
