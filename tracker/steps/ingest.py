@@ -16,7 +16,6 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import Connection
@@ -274,26 +273,23 @@ def _apply(conn: Connection, batch: Batch,
 def _outcome(item_id: str, decision: Decision, row: ProviderResultRow | None, now: float, *,
              refund: bool, not_before: float | None) -> ItemOutcome:
     retry = decision.outcome is Outcome.RETRY
-    outcome = ItemOutcome(
+    result = row if decision.outcome is Outcome.SUCCEEDED else None
+    return ItemOutcome(
         item_id=item_id,
         status=ItemStatus(decision.outcome.value),
         reason=decision.reason,
         error_message=decision.error_message,
         error_code=decision.error_code,
         error_status=decision.error_status,
+        output_text=result.output_text if result else None,
+        output_data=json.dumps(result.output_data)
+        if result and result.output_data is not None else None,
+        prompt_tokens=result.prompt_tokens if result else None,
+        completion_tokens=result.completion_tokens if result else None,
+        total_tokens=result.total_tokens if result else None,
         finished_at=None if retry else now,
         not_before=(not_before if not_before is not None else now) if retry else None,
         refund=retry and refund,
-    )
-    if decision.outcome is not Outcome.SUCCEEDED or row is None:
-        return outcome
-    return replace(
-        outcome,
-        output_text=row.output_text,
-        output_data=json.dumps(row.output_data) if row.output_data is not None else None,
-        prompt_tokens=row.prompt_tokens,
-        completion_tokens=row.completion_tokens,
-        total_tokens=row.total_tokens,
     )
 
 

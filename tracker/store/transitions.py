@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, text
 from tracker.errors import StaleTransition
 from tracker.states import TABLES, BatchStatus, ItemStatus, check_allowed
 from tracker.storable import storable_text
+from tracker.store.engine import is_postgresql
 
 
 def move_batch(conn: Connection, batch_id: str, frm: BatchStatus | str, to: BatchStatus,
@@ -105,13 +106,14 @@ class ItemOutcome:
     refund: bool = False  #: the send does not count against its attempts
 
 
-_RECORD_OUTCOME = text(
-    "UPDATE items SET status = :status, status_reason = :reason, updated_at = :now, "
-    "error_message = :error_message, error_code = :error_code, error_status = :error_status, "
-    "output_text = :output_text, output_data = :output_data, prompt_tokens = :prompt_tokens, "
-    "completion_tokens = :completion_tokens, total_tokens = :total_tokens, "
-    "finished_at = :finished_at, not_before = COALESCE(:not_before, not_before), "
-    "free_attempts = free_attempts + :refund WHERE id = :id AND status = :in_batch")
+#: Positional (one tuple per item, sent to the driver as they are: SQLAlchemy's per-row
+#: parameter processing cost more than the statement itself).
+_RECORD_OUTCOME = (
+    "UPDATE items SET status = ?, status_reason = ?, updated_at = ?, error_message = ?, "
+    "error_code = ?, error_status = ?, output_text = ?, output_data = ?, prompt_tokens = ?, "
+    "completion_tokens = ?, total_tokens = ?, finished_at = ?, "
+    "not_before = COALESCE(?, not_before), free_attempts = free_attempts + ? "
+    "WHERE status = ? AND id = ?")
 
 
 def record_item_outcomes(conn: Connection, outcomes: Sequence[ItemOutcome], at: float) -> None:
@@ -124,16 +126,12 @@ def record_item_outcomes(conn: Connection, outcomes: Sequence[ItemOutcome], at: 
     for status in {outcome.status for outcome in outcomes}:
         check_allowed("item", outcomes[0].item_id, ItemStatus.IN_BATCH, status)
     in_batch = str(ItemStatus.IN_BATCH)
-    params = [{
-        "id": o.item_id, "status": str(o.status), "reason": storable_text(o.reason), "now": at,
-        "error_message": _storable(o.error_message), "error_code": _storable(o.error_code),
-        "error_status": o.error_status, "output_text": _storable(o.output_text),
-        "output_data": o.output_data, "prompt_tokens": o.prompt_tokens,
-        "completion_tokens": o.completion_tokens, "total_tokens": o.total_tokens,
-        "finished_at": o.finished_at, "not_before": o.not_before, "refund": int(o.refund),
-        "in_batch": in_batch,
-    } for o in outcomes]
-    moved = conn.execute(_RECORD_OUTCOME, params).rowcount
+    rows = [(str(o.status), storable_text(o.reason), at, _storable(o.error_message),
+             _storable(o.error_code), o.error_status, _storable(o.output_text), o.output_data,
+             o.prompt_tokens, o.completion_tokens, o.total_tokens, o.finished_at, o.not_before,
+             int(o.refund), in_batch, o.item_id) for o in outcomes]
+    statement = _RECORD_OUTCOME.replace("?", "%s") if is_postgresql(conn) else _RECORD_OUTCOME
+    moved = conn.exec_driver_sql(statement, rows).rowcount
     if moved != len(outcomes):
         raise StaleTransition("item", f"({len(outcomes) - moved} of {len(outcomes)} rows)",
                               in_batch, "an outcome")
