@@ -48,6 +48,9 @@ class Context:
     #: (then the steps take every due batch).
     worker: WorkerId | None = None
     worker_ttl: float = WORKER_TTL
+    #: Read lease times from the database's clock (the daemon) rather than `now` (tests that
+    #: drive a manual clock): workers on machines whose clocks differ still agree.
+    lease_clock_from_database: bool = False
     #: Claim tokens of the batches this worker holds, from the last claim.
     _claims: dict[str, int] = field(default_factory=dict)
     #: The batch whose part of a step is running: its claim is checked before each write.
@@ -78,8 +81,9 @@ class Context:
         if self.worker is None:
             rows = batches.due(self.engine, statuses, order, self.now(), limit)
         else:
-            rows = workers.claim_due(self.engine, self.worker, statuses, order, self.now(),
-                                     limit, self.worker_ttl)
+            rows = workers.claim_due(
+                self.engine, self.worker, statuses, order, self.now(), limit, self.worker_ttl,
+                lease_now=None if self.lease_clock_from_database else self.now())
             self._claims.update({row.id: row.claim_token for row in rows})
         return [row for row in rows if not self.held_back(row.id)][: self.batches_per_step]
 

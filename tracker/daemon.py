@@ -88,7 +88,7 @@ class Daemon:
                 renewed = self.lease is None or leases.renew(
                     self.ctx.engine, self.lease, self.ctx.now(), self.lease_ttl)
                 renewed = renewed and workers.heartbeat(
-                    self.ctx.engine, self.ctx.worker, self.ctx.now(), self.lease_ttl)
+                    self.ctx.engine, self.ctx.worker, None, self.lease_ttl)
             if not renewed:
                 self._lease_lost()
         except Exception:
@@ -99,7 +99,8 @@ class Daemon:
         if not is_postgresql(engine):
             self.lease = leases.acquire(engine, now, self.lease_ttl)
             self.ctx.lease_token = self.lease.token
-        self.ctx.worker = workers.register(engine, now, self.lease_ttl)
+        self.ctx.lease_clock_from_database = True
+        self.ctx.worker = workers.register(engine, None, self.lease_ttl)
         if self.lease is not None:
             with write(engine) as conn:
                 workers.remove_others(conn, self.ctx.worker)

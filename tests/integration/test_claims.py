@@ -5,6 +5,7 @@ holder's next write or provider call about that batch is refused (fencing)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,29 @@ def test_claim__not_taken_while_its_holder_is_writing(
         assert not claimer.is_alive(), "the claim waited for the writing worker"
     assert claimed == []
     assert [row.id for row in b.claim_due(PENDING, "created_at")] == [held.id]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_lease_times_from_the_database_clock__a_fast_local_clock_takes_nothing_over(
+        engine: Engine, server: FakeOpenAI, tmp_path: Path) -> None:
+    """Workers on machines whose clocks disagree: one an hour ahead must neither remove the
+    others nor take their claims. A worker that trusted its own clock would do both."""
+    def worker(offset: float, from_database: bool) -> Context:
+        ctx = make_context(engine, server, lambda: time.time() + offset, tmp_path,
+                           make_config(max_prompts=1))
+        ctx.lease_clock_from_database = from_database
+        ctx.worker = workers.register(engine, None if from_database else ctx.now(), TTL)
+        ctx.worker_ttl = TTL
+        return ctx
+
+    steady = worker(0.0, from_database=True)
+    enqueue(steady, {"q": "question"})
+    pack(steady)
+    [held] = steady.claim_due(PENDING, "created_at")
+    ahead = worker(3600.0, from_database=True)
+    assert workers.heartbeat(engine, ahead.worker, None, TTL)  # type: ignore[arg-type]
+    assert ahead.claim_due(PENDING, "created_at") == []
+    with steady.handling(held.id), steady.write():
+        pass  # steady still holds its row and its claim
+    trusting = worker(3600.0, from_database=False)
+    assert [row.id for row in trusting.claim_due(PENDING, "created_at")] == [held.id]

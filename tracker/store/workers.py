@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +30,17 @@ from tracker.store.engine import is_postgresql, write
 from tracker.store.lease import process_alive, process_start
 
 WORKER_TTL = 30.0
+
+
+def lease_time(conn: Connection, now: float | None) -> float:
+    """`now`, or with None the database server's clock: workers on several machines then
+    agree on when a lease runs out, whatever their own clocks say."""
+    if now is not None:
+        return now
+    if is_postgresql(conn):
+        return float(conn.execute(
+            text("SELECT extract(epoch FROM clock_timestamp())::float8")).scalar_one())
+    return time.time()  # SQLite: the database is a file on this machine
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ def _pid_namespace() -> str:
         return "-"
 
 
-def register(engine: Engine, now: float, ttl: float = WORKER_TTL) -> WorkerId:
+def register(engine: Engine, now: float | None, ttl: float = WORKER_TTL) -> WorkerId:
     """Add this process as a worker. Workers whose lease ran out, and workers of this host
     whose process is gone, are removed first: the batches a SIGKILLed worker claimed are free
     at once, not after its lease."""
@@ -65,6 +77,7 @@ def register(engine: Engine, now: float, ttl: float = WORKER_TTL) -> WorkerId:
     me = WorkerId(f"{host}:{pid}:{process_start(pid) or '-'}:{namespace}:"
                   f"{uuid.uuid4().hex[:8]}", host, pid)
     with write(engine) as conn:
+        now = lease_time(conn, now)
         local = conn.execute(text("SELECT id, pid FROM workers WHERE host = :h"),
                              {"h": host}).all()
         dead = [row.id for row in local if namespace != "-"
@@ -92,10 +105,12 @@ def _delete(conn: Connection, worker_ids: Iterable[str]) -> None:
             bindparam("ids", expanding=True)), {"ids": ids})
 
 
-def heartbeat(engine: Engine, me: WorkerId, now: float, ttl: float = WORKER_TTL) -> bool:
+def heartbeat(engine: Engine, me: WorkerId, now: float | None,
+              ttl: float = WORKER_TTL) -> bool:
     """Renew this worker and its claims; remove workers whose lease ran out. False if this
     worker's own row is gone (it was paused past its lease and removed): it must stop."""
     with write(engine) as conn:
+        now = lease_time(conn, now)
         alive = conn.execute(text(
             "UPDATE workers SET heartbeat_at = :now, expires_at = :exp WHERE id = :me"),
             {"now": now, "exp": now + ttl, "me": me.id}).rowcount == 1
@@ -119,29 +134,31 @@ def deregister(engine: Engine, me: WorkerId) -> None:
 
 
 def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], order: str,
-              now: float,
-              limit: int, ttl: float = WORKER_TTL) -> list[Batch]:
+              now: float, limit: int, ttl: float = WORKER_TTL, *,
+              lease_now: float | None = None) -> list[Batch]:
     """Claim due batches in `statuses` until this worker holds `limit` of them, and return the
     ones it holds, in `order` (claims it already had come back too). One call claims at most
     its share of `limit` among the live workers, so the first worker to look does not take
-    every batch that just became due."""
-    params = {"me": me.id, "now": now, "exp": now + ttl,
-              "statuses": sorted(str(s) for s in statuses),
-              "n": limit}
+    every batch that just became due. `now` says which batches are due; lease times are read
+    at `lease_now` (None: the database's clock)."""
     due = ("b.status IN :statuses AND (b.next_action_at IS NULL OR b.next_action_at <= :now)")
     with write(engine) as conn:
+        lease_now = lease_time(conn, lease_now)
+        params = {"me": me.id, "now": now, "lease_now": lease_now, "exp": lease_now + ttl,
+                  "statuses": sorted(str(s) for s in statuses), "n": limit}
         held = conn.execute(text(
             f"SELECT count(*) FROM batches b WHERE {due} AND b.claimed_by = :me"
         ).bindparams(STATUSES), params).scalar_one()
-        live = conn.execute(text("SELECT count(*) FROM workers WHERE expires_at >= :now"),
-                            params).scalar_one()
+        live = conn.execute(
+            text("SELECT count(*) FROM workers WHERE expires_at >= :lease_now"), params
+        ).scalar_one()
         room = min(limit - held, max(1, math.ceil(limit / max(live, 1))))
         if room > 0:
             conn.execute(text(
                 "UPDATE batches SET claimed_by = :me, claim_token = claim_token + 1, "
-                "claim_expires_at = :exp, claim_heartbeat_at = :now WHERE id IN ("
+                "claim_expires_at = :exp, claim_heartbeat_at = :lease_now WHERE id IN ("
                 f"SELECT b.id FROM batches b WHERE {due} AND (b.claimed_by IS NULL "
-                "OR b.claim_expires_at IS NULL OR b.claim_expires_at < :now "
+                "OR b.claim_expires_at IS NULL OR b.claim_expires_at < :lease_now "
                 "OR NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = b.claimed_by)) "
                 f"ORDER BY COALESCE(b.{order}, 0) LIMIT :room{skip_locked(conn)})"
             ).bindparams(STATUSES), {**params, "room": room})
