@@ -145,21 +145,24 @@ class Context:
             self.providers[name] = registry.create_provider(name, options)
         return self.providers[name]
 
+    def _described_by(self, provider: str) -> BaseBatchProvider | type[BaseBatchProvider]:
+        """What knows the provider's limits and endpoints: the provider object when one is
+        built (an instance may lower its limits), else its class (packing needs no
+        credentials)."""
+        return self.providers.get(provider) or registry.provider_class(provider)
+
     def batch_limits(self, provider: str) -> tuple[int, int]:
-        """`(max lines, max bytes)` of one provider batch: the provider object's, when one is
-        built, else its class's (packing needs no credentials)."""
-        source = self.providers.get(provider) or registry.provider_class(provider)
+        """`(max lines, max bytes)` of one provider batch."""
+        source = self._described_by(provider)
         return source.max_lines_per_batch, source.max_bytes_per_batch
 
     def batches_per_hour(self, provider: str) -> int | None:
         """How many batches the provider lets one account create per hour, if it limits it."""
-        source = self.providers.get(provider) or registry.provider_class(provider)
-        return source.max_batches_per_hour
+        return self._described_by(provider).max_batches_per_hour
 
     def endpoint(self, provider: str, model: str) -> str:
-        """Where `model`'s requests go, by its mode (known without credentials)."""
-        source = self.providers.get(provider) or registry.provider_class(provider)
-        return source.endpoint_for(self.mode(provider, model))
+        """Where `model`'s requests go, by its mode."""
+        return self._described_by(provider).endpoint_for(self.mode(provider, model))
 
     def max_attempts(self, provider: str) -> int:
         return self.config.provider(provider).max_attempts
