@@ -38,3 +38,18 @@ def report(results: dict[int, dict[str, dict[str, float]]], unit: str, what: str
     growth = (results[sizes[-1]]["tracker"]["peak_rss_mb"]
               - results[sizes[0]]["tracker"]["peak_rss_mb"])
     print(f"tracker peak RSS grows {growth:+.0f} MB from {sizes[0]:,} to {sizes[-1]:,} {unit}")
+
+
+#: Where a benchmark's figures for `bench/all.py`'s table start: one line per target measured.
+RESULT_PREFIX = "RESULT "
+
+
+def emit_result(target: str, engine: str, tracker: float, floor: float | None, unit: str,
+                goal: str, rss_mb: float | None = None, note: str = "") -> None:
+    """Print one target's figures as a `RESULT {json}` line. `tracker` and `floor` are in
+    `unit` (seconds unless said otherwise); the ratio is tracker / floor; `goal` is what the
+    issue asks (e.g. "<= 2x", "< 0.25 s")."""
+    ratio = tracker / floor if floor else None
+    print(RESULT_PREFIX + json.dumps({
+        "target": target, "engine": engine, "tracker": tracker, "floor": floor, "unit": unit,
+        "ratio": ratio, "goal": goal, "rss_mb": rss_mb, "note": note}), flush=True)
