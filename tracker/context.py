@@ -39,6 +39,9 @@ class Context:
     poll_interval: float = 30.0
     #: At most this many batches are handled by one run of a step, so a stop is prompt.
     batches_per_step: int = 20
+    #: At most this many batches are polled by one run of the poll step: their statuses come
+    #: from one walk of the provider's list, so a cycle costs a call per page, not per batch.
+    batches_per_poll: int = 1000
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     #: Built on first use from the config; tests may pre-fill it.
     providers: dict[str, BaseBatchProvider] = field(default_factory=dict)
@@ -74,10 +77,13 @@ class Context:
             return False
         return True
 
-    def claim_due(self, statuses: frozenset[BatchStatus], order: str) -> list[Batch]:
+    def claim_due(self, statuses: frozenset[BatchStatus], order: str, *,
+                  limit: int | None = None) -> list[Batch]:
         """This worker's due batches in `statuses`, claimed first; every due batch when no
-        worker runs the steps. At most `batches_per_step`, skipping held-back ones."""
-        limit = self.batches_per_step + self.held_back_count
+        worker runs the steps. At most `limit` (default `batches_per_step`), skipping
+        held-back ones."""
+        wanted = limit if limit is not None else self.batches_per_step
+        limit = wanted + self.held_back_count
         if self.worker is None:
             rows = batches.due(self.engine, statuses, order, self.now(), limit)
         else:
@@ -85,7 +91,7 @@ class Context:
                 self.engine, self.worker, statuses, order, self.now(), limit, self.worker_ttl,
                 lease_now=None if self.lease_clock_from_database else self.now())
             self._claims.update({row.id: row.claim_token for row in rows})
-        return [row for row in rows if not self.held_back(row.id)][: self.batches_per_step]
+        return [row for row in rows if not self.held_back(row.id)][:wanted]
 
     @contextmanager
     def handling(self, batch_id: str) -> Iterator[None]:
@@ -111,6 +117,14 @@ class Context:
         if batch_id is not None and batch_id in self._claims and not workers.claim_held(
                 conn, self.worker, batch_id, self._claims[batch_id], lock=lock):
             raise ClaimLost(f"another worker took batch {batch_id} over")
+
+    def holds_claim(self, conn: Connection, batch_id: str) -> bool:
+        """Inside a write about several batches: whether this worker still holds its claim on
+        `batch_id` (locked until the transaction ends, as `write` does for the current one)."""
+        if self.worker is None or batch_id not in self._claims:
+            return True
+        return workers.claim_held(conn, self.worker, batch_id, self._claims[batch_id],
+                                  lock=True)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -221,6 +221,8 @@ class BaseBatchProvider(ABC):
     #: mode (a model's `mode` in the config) -> the endpoint its requests go to; the first is
     #: the default for a mode the provider does not list (`prepare_payloads` refuses it).
     endpoints: Mapping[str, str] = {}
+    #: How many batches one page of `list_batches` holds (one call each).
+    list_page_size: int = 100
 
     @classmethod
     def endpoint_for(cls, mode: str) -> str:
@@ -303,6 +305,14 @@ class BaseBatchProvider(ABC):
         """Create the batch once, with no client-side retry (a retry could create two). Not
         idempotent: after an error without a 4xx status the batch may exist; find it with
         `find_batches_by_metadata` before creating again."""
+
+    def list_batches(self) -> Iterator[ProviderBatch]:
+        """The provider's batches, newest first, fetched a page at a time as the caller
+        iterates (each page one call; stop iterating to stop calling). Read-only; a batch
+        created moments ago may be missing (lists lag) and a listed status may be a little
+        behind a read of the batch itself. A provider that cannot list shows nothing, so every
+        batch is read on its own."""
+        return iter(())
 
     @abstractmethod
     def find_batches_by_metadata(

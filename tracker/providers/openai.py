@@ -53,6 +53,8 @@ STATUS_MAP: dict[str, NormalizedStatus] = {
 
 ENDPOINTS = {"chat": "/v1/chat/completions"}
 MAX_LINES_PER_BATCH = 50_000
+#: The most batches one page of `GET /v1/batches` returns.
+LIST_PAGE_SIZE = 100
 MAX_BYTES_PER_BATCH = 200 * 1024 * 1024
 #: With no model list in the config, the seed's families and their variants are accepted.
 SEED_MODEL_FAMILIES = re.compile(
@@ -144,6 +146,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
     endpoints = ENDPOINTS
     #: "You can create up to 2,000 batches per hour."
     max_batches_per_hour = 2000
+    list_page_size = LIST_PAGE_SIZE
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})
@@ -367,15 +370,19 @@ class OpenAIBatchProvider(BaseBatchProvider):
         self, key: str, value: str, *, created_after: int | None = None
     ) -> list[ProviderBatch]:
         found: list[ProviderBatch] = []
+        for batch in self.list_batches():
+            if created_after is not None and (batch.created_at or 0) < created_after:
+                break  # newest first: everything further is older
+            if batch.metadata.get(key) == value:
+                found.append(batch)
+        return found
+
+    def list_batches(self) -> Iterator[ProviderBatch]:
         try:
-            for batch in self._client.batches.list(limit=100):
-                if created_after is not None and (batch.created_at or 0) < created_after:
-                    break  # newest first: everything further is older
-                if (batch.metadata or {}).get(key) == value:
-                    found.append(batch_status_from_openai(batch))
+            for batch in self._client.batches.list(limit=LIST_PAGE_SIZE):
+                yield batch_status_from_openai(batch)
         except Exception as exc:
             raise self._error(exc) from exc
-        return found
 
     # -- helpers ----------------------------------------------------------------------------
 

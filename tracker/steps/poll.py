@@ -1,5 +1,9 @@
 """Poll: read the status of every running batch that is due, and send the cancels asked for.
 
+The statuses come from the provider's list of batches, walked page by page, newest first, down
+to the oldest due batch: 1,000 open batches cost about 10 calls, not 1,000. Only a batch the
+list did not show (lists lag behind creates) is read on its own.
+
 A 404 is a delay, not a loss, for `not_found_grace` seconds after the provider last answered
 well about the batch (real servers 404 right after a create). Past that, the batch gets a
 cancel (in case it is only hidden) before it is closed as vanished and its items re-queued.
@@ -7,9 +11,14 @@ cancel (in case it is only hidden) before it is closed as vanished and its items
 
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from typing import Any
 
+from sqlalchemy import Connection
+
 from tracker.context import Context, log
+from tracker.errors import LeaseLost
 from tracker.models import Batch
 from tracker.providers.base import (
     BaseBatchProvider,
@@ -25,14 +34,94 @@ from tracker.steps.reconcile import needs_sweep, sweep_duplicates
 from tracker.store import batches
 from tracker.store.transitions import move_batch
 
+#: Below this many due batches of one provider, reading each costs no more than a list page.
+LIST_FROM = 2
+#: Pages walked beyond the ones the due batches fill: other batches of the account (not the
+#: tracker's, or made since) may be listed among them.
+EXTRA_PAGES = 2
+#: Seconds the provider's servers' clocks may disagree by.
+CLOCK_SLACK = 60
+#: Listed statuses stored per transaction.
+RECORD_CHUNK = 500
+
 
 def poll(ctx: Context) -> int:
     """Read the status of every running batch that is due. Returns how many were read."""
-    due = ctx.claim_due(RUNNING_BATCH, "next_action_at")
+    due = ctx.claim_due(RUNNING_BATCH, "next_action_at", limit=ctx.batches_per_poll)
+    listed = _listed_statuses(ctx, due)
+    seen = [(b, listed[b.provider_batch_id]) for b in due if b.provider_batch_id in listed]
+    for start in range(0, len(seen), RECORD_CHUNK):
+        _record_listed(ctx, seen[start:start + RECORD_CHUNK])
     for batch in due:
-        with isolated(ctx, batch.id, "poll"):
-            _poll_one(ctx, batch)
+        if batch.provider_batch_id not in listed:
+            with isolated(ctx, batch.id, "poll"):
+                _poll_one(ctx, batch)
     return len(due)
+
+
+def _record_listed(ctx: Context, seen: list[tuple[Batch, ProviderBatch]]) -> None:
+    """Keep what the list said about these batches, in one transaction (a commit per batch
+    would cost more than the list's calls saved). A batch another worker has taken over is
+    left alone; if the transaction fails, the next poll reads them again."""
+    try:
+        with ctx.write() as conn:
+            for batch, status in seen:
+                if ctx.holds_claim(conn, batch.id):
+                    _store_status(conn, ctx, batch, status)
+    except LeaseLost:
+        raise
+    except Exception:
+        log.exception("storing %d listed batch statuses failed; the next poll reads them "
+                      "again", len(seen))
+
+
+def _wants_plain_read(ctx: Context, batch: Batch) -> bool:
+    """A read is all this batch needs (no cancel to send, no duplicate sweep)."""
+    cancel_to_send = bool(batch.cancel_requested) and not ctx.provider(
+        batch.provider).cancel_acknowledged(batch.provider_status)
+    return (batch.provider_batch_id is not None and not cancel_to_send
+            and not needs_sweep(ctx, batch))
+
+
+def _listed_statuses(ctx: Context, due: list[Batch]) -> dict[str, ProviderBatch]:
+    """The due batches' statuses as the providers' lists show them, by provider batch id."""
+    wanted: dict[str, list[Batch]] = defaultdict(list)
+    for batch in due:
+        if _wants_plain_read(ctx, batch):
+            wanted[batch.provider].append(batch)
+    found: dict[str, ProviderBatch] = {}
+    for name, group in wanted.items():
+        if len(group) < LIST_FROM:
+            continue
+        try:
+            found.update(_walk_list(ctx.provider_for_call(name), group))
+        except ProviderError as exc:
+            log.warning("provider %s: listing batches failed (%s); reading each due batch",
+                        name, exc.message)
+    return found
+
+
+def _walk_list(provider: BaseBatchProvider, group: list[Batch]) -> dict[str, ProviderBatch]:
+    """Walk the provider's list, newest first, until every batch of `group` is seen, the list
+    is older than the oldest of them, or the pages they could fill (plus a margin) are read."""
+    ids = {b.provider_batch_id for b in group}
+    file_times = [b.input_file_created_at for b in group]
+    # A batch is created after its input file, by the provider's clock (give or take the
+    # skew between its servers).
+    oldest = (min(t for t in file_times if t is not None) - CLOCK_SLACK
+              if None not in file_times else None)
+    budget = (math.ceil(len(ids) / provider.list_page_size) + EXTRA_PAGES) \
+        * provider.list_page_size
+    found: dict[str, ProviderBatch] = {}
+    for seen, status in enumerate(provider.list_batches(), start=1):
+        if status.provider_batch_id in ids:
+            found[status.provider_batch_id] = status
+            if len(found) == len(ids):
+                break
+        if seen >= budget or (oldest is not None and status.created_at is not None
+                              and status.created_at < oldest):
+            break
+    return found
 
 
 def _poll_one(ctx: Context, batch: Batch) -> None:
@@ -80,23 +169,27 @@ def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Batch) -> 
 
 
 def record_status(ctx: Context, batch: Batch, status: ProviderBatch) -> None:
+    with ctx.write() as conn:
+        _store_status(conn, ctx, batch, status)
+
+
+def _store_status(conn: Connection, ctx: Context, batch: Batch, status: ProviderBatch) -> None:
     now = ctx.now()
     target = BatchStatus(str(status.normalized_status))
-    with ctx.write() as conn:
-        current = batches.status_of(conn, batch.id)
-        if current not in RUNNING_BATCH:
-            return  # moved on already (a repeated step)
-        store_status(conn, batch.id, status, now, ctx.poll_interval)
-        if target != current and target in BATCH_MOVES[current]:
-            extra: dict[str, Any] = {}
-            if status.is_terminal:
-                extra = {"ended_at": now, "next_action_at": now}
-            move_batch(conn, batch.id, current, target,
-                       f"provider status {status.provider_status}", now, **extra)
-            log.info("batch %s (%s): %s -> %s (provider: %s, %d/%d done, %d failed)",
-                     batch.id, status.provider_batch_id, current, target,
-                     status.provider_status, status.request_counts.completed,
-                     status.request_counts.total, status.request_counts.failed)
+    current = batches.status_of(conn, batch.id)
+    if current not in RUNNING_BATCH:
+        return  # moved on already (a repeated step)
+    store_status(conn, batch.id, status, now, ctx.poll_interval)
+    if target != current and target in BATCH_MOVES[current]:
+        extra: dict[str, Any] = {}
+        if status.is_terminal:
+            extra = {"ended_at": now, "next_action_at": now}
+        move_batch(conn, batch.id, current, target,
+                   f"provider status {status.provider_status}", now, **extra)
+        log.info("batch %s (%s): %s -> %s (provider: %s, %d/%d done, %d failed)",
+                 batch.id, status.provider_batch_id, current, target,
+                 status.provider_status, status.request_counts.completed,
+                 status.request_counts.total, status.request_counts.failed)
 
 
 def _not_found(ctx: Context, provider: BaseBatchProvider, batch: Batch,

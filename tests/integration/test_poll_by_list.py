@@ -1,0 +1,100 @@
+"""Polling many open batches walks the provider's list of batches, a page per call, instead of
+reading each batch: 1,000 open batches cost about 10 calls a cycle. A batch the list does not
+show yet (lists lag behind creates) is read on its own, and a list that fails falls back to
+reading each batch.
+
+The real steps in-process, the real `openai` SDK over HTTP to the fake Batch API, every call
+counted at the server; one manual clock, nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.daemon_harness import batches, enqueue, make_config, make_context
+from tracker.context import Context
+from tracker.steps import pack, poll, submit
+from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
+
+
+@pytest.fixture
+def slow_server(clock: ManualClock) -> Iterator[FakeOpenAI]:
+    """Batches that stay in progress for as long as these tests look."""
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=100_000.0) as fake:
+        yield fake
+
+
+def submitted(ctx: Context, count: int, prefix: str) -> None:
+    """`count` one-item batches, created at the provider."""
+    enqueue(ctx, {f"{prefix}{i}": f"question {i}" for i in range(count)})
+    ctx.batches_per_step = count
+    assert pack(ctx) == count
+    assert submit(ctx) == count
+
+
+def calls(server: FakeOpenAI, since: int) -> list[tuple[str, str]]:
+    return [(method, path) for method, path, _ in server.requests[since:]]
+
+
+def test_poll__a_thousand_open_batches__a_dozen_calls_a_cycle(
+        engine: Engine, slow_server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, slow_server, clock, tmp_path, make_config(max_prompts=1))
+    submitted(ctx, 1000, "q")
+    for cycle in range(2):
+        clock.advance(60.0)  # every batch is due again
+        before = len(slow_server.requests)
+        assert poll(ctx) == 1000
+        made = calls(slow_server, before)
+        assert len(made) <= 12, made
+        assert set(made) == {("GET", "/v1/batches")}, f"cycle {cycle}: {set(made)}"
+        assert {b.status for b in batches(ctx)} == {"in_progress"}
+        assert {b.last_seen_at for b in batches(ctx)} == {clock()}
+
+
+def test_poll__batches_the_list_does_not_show_yet__are_read_on_their_own(
+        engine: Engine, slow_server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, slow_server, clock, tmp_path, make_config(max_prompts=1))
+    submitted(ctx, 30, "old")
+    clock.advance(100.0)
+    submitted(ctx, 5, "new")
+    slow_server.list_lag_seconds = 50.0  # the 5 new batches are not listed yet
+    clock.advance(10.0)
+    before = len(slow_server.requests)
+    assert poll(ctx) == 35
+    made = calls(slow_server, before)
+    assert made.count(("GET", "/v1/batches")) == 1
+    new_ids = {b.provider_batch_id for b in batches(ctx)[30:]}
+    assert sorted(path for method, path in made if path != "/v1/batches") == sorted(
+        f"/v1/batches/{batch_id}" for batch_id in new_ids)
+    assert {b.last_seen_at for b in batches(ctx)} == {clock()}
+
+
+def test_poll__the_list_fails__each_batch_is_read(
+        engine: Engine, slow_server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, slow_server, clock, tmp_path, make_config(max_prompts=1))
+    submitted(ctx, 5, "q")
+    clock.advance(10.0)
+    slow_server.add_fault(Fault(method="GET", path="/v1/batches", status=500, times=None))
+    before = len(slow_server.requests)
+    assert poll(ctx) == 5
+    made = calls(slow_server, before)
+    assert made.count(("GET", "/v1/batches")) == 1  # the SDK does not retry: max_retries 0
+    assert len([path for _, path in made if path.startswith("/v1/batches/")]) == 5
+    assert {b.status for b in batches(ctx)} == {"in_progress"}
+
+
+def test_poll__an_ended_batch_seen_in_the_list__moves_on(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=5.0,
+                    finalizing_seconds=1.0) as server:
+        ctx = make_context(engine, server, clock, tmp_path, make_config(max_prompts=1))
+        submitted(ctx, 3, "q")
+        clock.advance(60.0)
+        before = len(server.requests)
+        assert poll(ctx) == 3
+        assert set(calls(server, before)) == {("GET", "/v1/batches")}
+        assert {b.status for b in batches(ctx)} == {"completed"}
