@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,8 +57,10 @@ class Context:
     lease_clock_from_database: bool = False
     #: Claim tokens of the batches this worker holds, from the last claim.
     _claims: dict[str, int] = field(default_factory=dict)
-    #: The batch whose part of a step is running: its claim is checked before each write.
-    _current_batch: str | None = None
+    #: Per thread (each step runs in its own): the batch whose part of a step is running; its
+    #: claim is checked before each write.
+    _handling: threading.local = field(default_factory=threading.local)
+    _providers_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Batches to skip until a time, when even recording their failure failed (disk full).
     _held_back: dict[str, float] = field(default_factory=dict)
 
@@ -73,7 +76,7 @@ class Context:
         if until is None:
             return False
         if until <= self.now():
-            del self._held_back[batch_id]
+            self._held_back.pop(batch_id, None)
             return False
         return True
 
@@ -97,11 +100,11 @@ class Context:
     def handling(self, batch_id: str) -> Iterator[None]:
         """Writes and provider calls inside this block are about `batch_id`: each first checks
         that this worker still holds its claim."""
-        self._current_batch = batch_id
+        self._handling.batch_id = batch_id
         try:
             yield
         finally:
-            self._current_batch = None
+            self._handling.batch_id = None
 
     def _check_fence(self, conn: Connection, *, lock: bool) -> None:
         """`LeaseLost` if this daemon lost its lease or worker row (it must stop);
@@ -113,7 +116,7 @@ class Context:
             return
         if not workers.registered(conn, self.worker, lock=lock):
             raise LeaseLost()
-        batch_id = self._current_batch
+        batch_id: str | None = getattr(self._handling, "batch_id", None)
         if batch_id is not None and batch_id in self._claims and not workers.claim_held(
                 conn, self.worker, batch_id, self._claims[batch_id], lock=lock):
             raise ClaimLost(f"another worker took batch {batch_id} over")
@@ -154,10 +157,11 @@ class Context:
         return self.config.provider(provider).list_lag_grace
 
     def provider(self, name: str) -> BaseBatchProvider:
-        if name not in self.providers:
-            options = self.config.provider(name).client_options()
-            self.providers[name] = registry.create_provider(name, options)
-        return self.providers[name]
+        with self._providers_lock:  # the steps' threads share one client per provider
+            if name not in self.providers:
+                options = self.config.provider(name).client_options()
+                self.providers[name] = registry.create_provider(name, options)
+            return self.providers[name]
 
     def _described_by(self, provider: str) -> BaseBatchProvider | type[BaseBatchProvider]:
         """What knows the provider's limits and endpoints: the provider object when one is

@@ -9,13 +9,57 @@ import os
 import signal
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _reached: Counter[tuple[str, str]] = Counter()
 
-#: Held by the daemon's other threads (the lease heartbeat) while they write: a pause point
-#: waits for it, so SIGSTOP never freezes the process inside their transaction (SQLite would
-#: stay locked for the daemon that takes over, which is not what these tests are about).
-other_thread_writing = threading.Lock()
+#: While a pause point waits for other threads' transactions to end, and while the process is
+#: stopped there, no other thread starts one: SIGSTOP never freezes the process inside another
+#: step's or the heartbeat's transaction (SQLite would stay locked for the daemon that takes
+#: over, which is not what these tests are about).
+_gate = threading.Condition()
+_writing: Counter[int] = Counter()
+_pausing: int | None = None
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Wrap each write transaction: a pause point waits for it to end. Free unless a pause
+    point is set (tests)."""
+    if not os.environ.get("TRACKER_PAUSE_AT"):
+        yield
+        return
+    me = threading.get_ident()
+    with _gate:
+        _gate.wait_for(lambda: _pausing in (None, me))
+        _writing[me] += 1
+    try:
+        yield
+    finally:
+        with _gate:
+            _writing[me] -= 1
+            _gate.notify_all()
+
+
+def _pause_here() -> None:
+    """Stop the process once no other thread is inside a write transaction. (A pause point
+    inside a transaction of its own would wait for a writer blocked on it: points are outside
+    transactions.)"""
+    global _pausing
+    me = threading.get_ident()
+    with _gate:
+        _gate.wait_for(lambda: _pausing is None)
+        _pausing = me
+        _gate.wait_for(lambda: all(n == 0 for t, n in _writing.items() if t != me))
+    try:
+        # To this thread: a process-wide kill() may be taken by another thread, and this one
+        # would run on (into its next transaction) until the stop lands.
+        signal.pthread_kill(me, signal.SIGSTOP)
+    finally:
+        with _gate:
+            _pausing = None
+            _gate.notify_all()
 
 POINTS = (
     "after_pack",  # the batch row and its items are committed, nothing uploaded
@@ -40,9 +84,6 @@ def crash_point(name: str) -> None:
             continue
         _reached[variable, name] += 1
         if sig == signal.SIGSTOP and _reached[variable, name] == int(count or 1):
-            with other_thread_writing:
-                # To this thread: a process-wide kill() may be taken by another thread, and
-                # this one would run on (into its next transaction) until the stop lands.
-                signal.pthread_kill(threading.get_ident(), sig)
+            _pause_here()
         elif sig == signal.SIGKILL and _reached[variable, name] >= int(count or 1):
             os.kill(os.getpid(), sig)

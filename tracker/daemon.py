@@ -4,11 +4,13 @@ Each `tracker run` registers as a worker and claims the batches it handles (see
 `tracker.store.workers`). On SQLite it first takes the single-writer lease, so one worker runs
 per database file; on PostgreSQL any number run side by side and share the work.
 
-The steps share one thread, so they never overlap; the heartbeat has its own thread so a long
-ingest cannot let the lease lapse. SIGTERM and SIGINT let the running step finish, then the
-worker gives back its claims (and the lease) and exits 0. A worker that finds its lease taken
-over or its worker row removed (it was paused past them) stops before its next write or
-provider call and exits 1.
+Each step runs in a thread of its own (a step never overlaps itself), so a long ingest does not
+hold up polling, submitting or the heartbeat: no transaction spans a provider call, and the
+database's own locking decides who writes when. The steps work on batches in different
+statuses, so two never handle one batch at once. SIGTERM and SIGINT let the running steps
+finish, then the worker gives back its claims (and the lease) and exits 0. A worker that finds
+its lease taken over or its worker row removed (it was paused past them) stops before its next
+write or provider call and exits 1.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from tracker.context import Context, log
-from tracker.crashpoints import other_thread_writing
 from tracker.errors import LeaseLost
 from tracker.steps import ingest, pack, poll, submit
 from tracker.store import lease as leases
@@ -56,16 +57,16 @@ class Daemon:
         self.tick = tick if tick is not None else min(max(ctx.poll_interval / 2, 0.05), 5.0)
         self.stop_event = threading.Event()
         self.lease: leases.Lease | None = None
-        #: Held while a step runs: a clean stop waits for it with the heartbeat still going,
-        #: so a long last step does not let the claims lapse under it.
-        self.step_running = threading.Lock()
+        #: Held while each step runs: a clean stop waits for them with the heartbeat still
+        #: going, so a long last step does not let the claims lapse under it.
+        self.step_running = {name: threading.Lock() for name in STEP_JOBS}
 
     def _guard(self, name: str, step: Callable[[Context], object]) -> Callable[[], None]:
         def job() -> None:
             if self.stop_event.is_set():
                 return
             try:
-                with self.step_running:
+                with self.step_running[name]:
                     if not self.stop_event.is_set():
                         step(self.ctx)
             except LeaseLost:
@@ -84,11 +85,10 @@ class Daemon:
     def _heartbeat(self) -> None:
         assert self.ctx.worker is not None
         try:
-            with other_thread_writing:
-                renewed = self.lease is None or leases.renew(
-                    self.ctx.engine, self.lease, self.ctx.now(), self.lease_ttl)
-                renewed = renewed and workers.heartbeat(
-                    self.ctx.engine, self.ctx.worker, None, self.lease_ttl)
+            renewed = self.lease is None or leases.renew(
+                self.ctx.engine, self.lease, self.ctx.now(), self.lease_ttl)
+            renewed = renewed and workers.heartbeat(
+                self.ctx.engine, self.ctx.worker, None, self.lease_ttl)
             if not renewed:
                 self._lease_lost()
         except Exception:
@@ -132,7 +132,8 @@ class Daemon:
         previous = {sig: signal.signal(sig, self.request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(1), "lease": ThreadPoolExecutor(1)},
+            executors={"default": ThreadPoolExecutor(len(STEP_JOBS)),
+                       "lease": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         start = datetime.now()
@@ -154,8 +155,9 @@ class Daemon:
             self.stop_event.set()  # a step job that starts now returns at once
             for name in STEP_JOBS:
                 scheduler.remove_job(name)
-            with self.step_running:  # the running step ends while the heartbeat goes on
-                pass
+            for running in self.step_running.values():  # running steps end while the
+                with running:                            # heartbeat goes on
+                    pass
             scheduler.shutdown(wait=True)
             self._stop_worker()
             for sig, handler in previous.items():

@@ -73,7 +73,7 @@ CREATE TABLE items (
     batch_id          TEXT REFERENCES batches (id),  -- the batch it is or was last in
     not_before        REAL NOT NULL DEFAULT 0,     -- back-off: not packed before this time
     output_text       TEXT,
-    output_data       TEXT,                        -- JSON: the full response body
+    output_data       TEXT,                        -- JSON: the result line as the provider sent it
     error_message     TEXT,
     error_code        TEXT,
     error_status      INTEGER,                     -- HTTP status of a failed line, if any

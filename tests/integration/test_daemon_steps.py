@@ -3,6 +3,7 @@ SQLite file, and one manual clock shared by the tracker and the server (nothing 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,21 @@ def test_steps__truncated_download_is_fetched_again(ctx: Context, server: FakeOp
     assert items_by_status(ctx) == {"succeeded": 3}
     assert all(i.attempts == 1 for i in items(ctx).values())
     assert len(server.batches) == 1
+
+
+def test_steps__download_corrupt_in_the_middle__nothing_stored_from_it_and_fetched_again(
+        ctx: Context, server: FakeOpenAI, clock: ManualClock) -> None:
+    """A download is checked by its line count and last line only (each line is parsed once,
+    at ingest): a bad line in the middle rolls the ingest back and the file comes again."""
+    server.add_fault(Fault(method="GET", path="/v1/files/*/content", kind="garble", times=1))
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 3}
+    assert all(i.attempts == 1 for i in items(ctx).values())
+    assert server.fault_counts["garble"] == 1
+    assert server.count_requests("GET", "/v1/files/*/content") == 2
+    assert len(server.batches) == 1
+    assert all(json.loads(i.output_data)["custom_id"] == i.id for i in items(ctx).values())
 
 
 def test_steps__vanished_batch_is_cancelled_then_requeued(

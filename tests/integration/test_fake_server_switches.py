@@ -247,6 +247,22 @@ def test_fault_every__fires_on_every_second_match_until_used_up(serve: Serve) ->
     assert outcomes(4) == [200, 503, 503, 200]  # without `every`: as before
 
 
+def test_garble_fault__the_middle_line_is_cut_the_others_whole(serve: Serve,
+                                                               clock: ManualClock) -> None:
+    server, client = serve()
+    batch_id = _submit(client, "one", "two", "three", "four", "five")
+    clock.advance(10.0)
+    output_file = client.batches.retrieve(batch_id).output_file_id
+    whole = _download(client, output_file).decode().splitlines()
+    server.add_fault(Fault(method="GET", path="/v1/files/*/content", kind="garble"))
+    garbled = _download(client, output_file).decode().splitlines()
+    assert len(garbled) == len(whole) == 5
+    bad = [n for n, (g, w) in enumerate(zip(garbled, whole, strict=True)) if g != w]
+    assert bad == [2] and whole[2].startswith(garbled[2])
+    with pytest.raises(ValueError):
+        json.loads(garbled[2])
+
+
 def test_cli__switch_flags_reach_the_server(tmp_path: Path) -> None:
     port_file = tmp_path / "url.txt"
     command = [sys.executable, "-m", "tracker.testing.fake_openai", "--port-file",

@@ -214,7 +214,8 @@ def test_lone_surrogate_in_output__stored_visibly_and_later_batches_go_on(
     stored = items(ctx)
     assert {v.status for v in stored.values()} == {"succeeded"}
     assert stored["a"].output_text.endswith("\ufffd")  # visibly replaced
-    body = json.loads(stored["a"].output_data)
+    line = json.loads(stored["a"].output_data)  # the provider's line as it came
+    body = line["response"]["body"]
     assert body["choices"][0]["message"]["content"].endswith("\ud800")  # kept without loss
 
 

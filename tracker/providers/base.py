@@ -192,6 +192,9 @@ class ProviderResultRow:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    #: The provider's result line as it came (JSON text), stored once as `output_data`
+    #: instead of a re-serialized copy of `output_data`.
+    raw_line: str | None = None
 
 
 def missing_result_row(custom_id: str) -> ProviderResultRow:

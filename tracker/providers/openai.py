@@ -35,7 +35,11 @@ from tracker.providers.base import (
     missing_result_row,
 )
 from tracker.providers.openai_errors import classify_openai_error
-from tracker.providers.openai_results import CorruptResultLine, read_result_file
+from tracker.providers.openai_results import (
+    CorruptResultLine,
+    count_result_lines,
+    read_result_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +114,12 @@ class OpenAIFetchedResults(FetchedResults):
         expected_custom_ids: Iterable[str] | None,
         *,
         remove_directory: bool = True,
+        lenient: bool = False,
     ) -> None:
+        """`lenient` (past the grace period): a corrupt line is skipped (its request counts
+        as missing) instead of failing the whole file."""
         self.status = status
+        self._lenient = lenient
         self._directory = directory
         self._files = files
         self._expected = list(expected_custom_ids) if expected_custom_ids is not None else None
@@ -120,11 +128,16 @@ class OpenAIFetchedResults(FetchedResults):
     def __iter__(self) -> Iterator[ProviderResultRow]:
         seen: set[str] = set()
         for path in self._files:
-            for row in read_result_file(path):
-                if row.custom_id in seen:
-                    continue
-                seen.add(row.custom_id)
-                yield row
+            try:
+                for row in read_result_file(path, skip_corrupt=self._lenient):
+                    if row.custom_id in seen:
+                        continue
+                    seen.add(row.custom_id)
+                    yield row
+            except CorruptResultLine as exc:
+                path.unlink(missing_ok=True)  # downloaded again by the next fetch
+                raise ResultsNotReady(f"{path.name} is corrupt ({exc}); will download again",
+                                      code="corrupt_download") from exc
         for custom_id in self._expected or ():
             if custom_id not in seen:
                 yield missing_result_row(custom_id)
@@ -267,7 +280,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
                 shutil.rmtree(directory, ignore_errors=True)
             raise
         return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
-                                    remove_directory=not keep)
+                                    remove_directory=not keep, lenient=skip_unavailable)
 
     @staticmethod
     def _kept_results(provider_batch_id: str, directory: Path,
@@ -279,7 +292,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
         status = ProviderBatch(provider_batch_id=provider_batch_id, provider_status="not_found",
                              normalized_status=NormalizedStatus.FAILED, known_status=False)
         return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
-                                    remove_directory=False)
+                                    remove_directory=False, lenient=True)
 
     @staticmethod
     def _result_files(status: ProviderBatch) -> list[tuple[str, str | None, int]]:
@@ -454,7 +467,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
         """A cut-off or short file must never be taken as the batch's final results (the counts
         of a terminal batch are final). `lenient` (after the grace period) accepts a short one."""
         try:
-            lines = sum(1 for _ in read_result_file(path))
+            lines = count_result_lines(path)
         except CorruptResultLine as exc:
             raise ResultsNotReady(
                 f"download of {file_id} is corrupt ({exc}); will download again",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from tracker.providers.base import ProviderResultRow
+
+log = logging.getLogger(__name__)
 
 
 class CorruptResultLine(ValueError):
@@ -45,8 +48,9 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
-    """One output or error line, either shape (§3.2/§3.3 of the API reference), to a row."""
+def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> ProviderResultRow:
+    """One output or error line, either shape (§3.2/§3.3 of the API reference), to a row.
+    `raw_line` is the line as it came, kept on a successful row (stored as is, once)."""
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise CorruptResultLine("result line has no custom_id")
@@ -72,6 +76,7 @@ def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
                 completion_tokens=_count(usage.get("completion_tokens",
                                                    usage.get("output_tokens"))),
                 total_tokens=_count(usage.get("total_tokens")),
+                raw_line=raw_line,
             )
         code_int = status_code if isinstance(status_code, int) else None
         message, code = _http_error_message(body, code_int or 0)
@@ -95,19 +100,43 @@ def parse_result_line(line: Mapping[str, Any]) -> ProviderResultRow:
     raise CorruptResultLine(f"result line for {custom_id!r} has neither response nor error")
 
 
-def read_result_file(path: Path) -> Iterator[ProviderResultRow]:
-    """Stream a downloaded JSONL file line by line; raise `CorruptResultLine` on a bad line."""
+def _parsed(raw: bytes, name: str, number: int) -> ProviderResultRow:
+    try:
+        line = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptResultLine(f"{name} line {number}: not valid JSON") from exc
+    if not isinstance(line, Mapping):
+        raise CorruptResultLine(f"{name} line {number}: not a JSON object")
+    try:
+        return parse_result_line(line, raw.decode("utf-8").rstrip("\r\n"))
+    except CorruptResultLine as exc:
+        raise CorruptResultLine(f"{name} line {number}: {exc}") from None
+
+
+def read_result_file(path: Path, *, skip_corrupt: bool = False) -> Iterator[ProviderResultRow]:
+    """Stream a downloaded JSONL file line by line, each line parsed once; raise
+    `CorruptResultLine` on a bad line, or with `skip_corrupt` log it and go on."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
             try:
-                line = json.loads(raw)
-            except ValueError as exc:
-                raise CorruptResultLine(f"{path.name} line {number}: not valid JSON") from exc
-            if not isinstance(line, Mapping):
-                raise CorruptResultLine(f"{path.name} line {number}: not a JSON object")
-            try:
-                yield parse_result_line(line)
+                yield _parsed(raw, path.name, number)
             except CorruptResultLine as exc:
-                raise CorruptResultLine(f"{path.name} line {number}: {exc}") from None
+                if not skip_corrupt:
+                    raise
+                log.error("skipping a corrupt result line: %s", exc)
+
+
+def count_result_lines(path: Path) -> int:
+    """The lines of a downloaded file, without parsing them all: a download cut off mid-line
+    shows in its last line, which is parsed; a clean cut shows in the count. (A bad line in
+    the middle is found when the file is read.)"""
+    count, last, last_number = 0, b"", 0
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if raw.strip():
+                count, last, last_number = count + 1, raw, number
+    if count:
+        _parsed(last, path.name, last_number)
+    return count

@@ -282,8 +282,7 @@ def _outcome(item_id: str, decision: Decision, row: ProviderResultRow | None, no
         error_code=decision.error_code,
         error_status=decision.error_status,
         output_text=result.output_text if result else None,
-        output_data=json.dumps(result.output_data)
-        if result and result.output_data is not None else None,
+        output_data=_output_data(result),
         prompt_tokens=result.prompt_tokens if result else None,
         completion_tokens=result.completion_tokens if result else None,
         total_tokens=result.total_tokens if result else None,
@@ -291,6 +290,16 @@ def _outcome(item_id: str, decision: Decision, row: ProviderResultRow | None, no
         not_before=(not_before if not_before is not None else now) if retry else None,
         refund=retry and refund,
     )
+
+
+def _output_data(result: ProviderResultRow | None) -> str | None:
+    """What the provider returned for the item: its result line as it came when the provider
+    kept it (no re-serialized copy), else its output data as JSON."""
+    if result is None:
+        return None
+    if result.raw_line is not None:
+        return result.raw_line
+    return json.dumps(result.output_data) if result.output_data is not None else None
 
 
 def _finish(conn: Connection, batch: Batch, counts: Counter[str], reason: str, now: float) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
+from tracker.crashpoints import writing
 from tracker.errors import DatabaseError
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
@@ -127,7 +128,7 @@ def is_postgresql(engine_or_conn: Engine | Connection) -> bool:
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed on success, rolled back on any exception."""
-    with engine.begin() as conn:
+    with writing(), engine.begin() as conn:
         yield conn
 
 

@@ -3,7 +3,8 @@
 The real `openai` SDK talks to it unchanged: `OpenAI(base_url=server.base_url, api_key=...)`.
 Faults: HTTP errors with retry headers, connections dropped before or after the request is
 processed (the "ghost" create), cut-off downloads (`truncate` cuts mid-line, `short` leaves
-out the last line), delays; scripted (`add_fault`) or random (`set_random_faults`);
+out the last line), a corrupt download (`garble` cuts the middle line short), delays;
+scripted (`add_fault`) or random (`set_random_faults`);
 `Fault.every=N` re-arms a scripted fault to fire on every N-th match.
 Line outcomes are driven by markers in the last user message:
 `[fail:NNN]`, `[fail-once:NNN]`, `[slow]` (never finishes: the batch expires), `[invalid]`,
@@ -53,7 +54,8 @@ from tracker.testing.fake_batches import (
 
 __all__ = ["FakeOpenAI", "Fault", "ManualClock"]
 
-FAULT_KINDS = ("http_error", "drop_before", "drop_after", "truncate", "short", "delay")
+FAULT_KINDS = ("http_error", "drop_before", "drop_after", "truncate", "short", "garble",
+               "delay")
 
 
 @dataclass
@@ -418,7 +420,13 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
         def _send(self, path: str, status: int, headers: dict[str, str], body: bytes,
-                  *, truncate: bool = False, short: bool = False) -> None:
+                  *, truncate: bool = False, short: bool = False,
+                  garble: bool = False) -> None:
+            if garble and body.count(b"\n") >= 2:  # the middle line cut in half, the rest whole
+                lines = body.split(b"\n")
+                middle = (len(lines) - 1) // 2
+                lines[middle] = lines[middle][: max(len(lines[middle]) // 2, 1)]
+                body = b"\n".join(lines)
             if short and body.rstrip(b"\n"):  # the last line left out, cleanly
                 cut = body.rstrip(b"\n")
                 body = cut[: cut.rfind(b"\n") + 1]
@@ -463,7 +471,8 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             self._send(path, status, headers, payload,
                        truncate=fault is not None and fault.kind == "truncate",
-                       short=fault is not None and fault.kind == "short")
+                       short=fault is not None and fault.kind == "short",
+                       garble=fault is not None and fault.kind == "garble")
 
         do_GET = do_POST = do_DELETE = _serve
 
