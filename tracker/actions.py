@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine
 
-from tracker.context import Context, log
 from tracker.errors import InputError
 from tracker.providers.base import ProviderError
 from tracker.states import ItemStatus
-from tracker.store import batches, items
-from tracker.store.batches import CANCELLABLE
+from tracker.store import items
 from tracker.store.engine import write
 from tracker.store.transitions import move_items
+
+if TYPE_CHECKING:
+    from tracker.context import Context
+
+log = logging.getLogger("tracker")
 
 
 def request_cancel(ctx: Context, provider_batch_id: str | None, all_open: bool) -> list[str]:
     """Record the wish to cancel (intent first), then ask the provider. Returns the local ids.
     The daemon finishes the job: it ingests partial output and cancels the rest."""
+    # Only `cancel` needs these (they load the SQLModel tables); `retry` starts without them.
+    from tracker.store import batches
+    from tracker.store.batches import CANCELLABLE
+
     now = ctx.now()
     with write(ctx.engine) as conn:
         rows = batches.cancellable(conn, None if all_open else provider_batch_id)

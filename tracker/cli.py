@@ -1,4 +1,7 @@
-"""The `tracker` command line: parse, call one function, print. No logic lives here."""
+"""The `tracker` command line: parse, call one function, print. No logic lives here.
+
+Imports are deferred to the commands that need them, so the cheap commands start fast.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +15,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import update_wrapper
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
-from sqlalchemy import Engine
 
-from tracker.actions import request_cancel, retry_items
-from tracker.config import TrackerConfig, default_config_path, load_config
-from tracker.context import Context
-from tracker.daemon import Daemon
-from tracker.enqueue import enqueue_stream
 from tracker.errors import TrackerError
 from tracker.providers import registry
 from tracker.providers.base import PermanentProviderError, ProviderError
 from tracker.redact import redact_secrets
 from tracker.states import ItemStatus
-from tracker.store.engine import DEFAULT_DB_URL, describe, open_database
-from tracker.store.reports import RESULT_FIELDS, iter_results, status_report
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from tracker.config import TrackerConfig
+    from tracker.context import Context
+
+#: `tracker.store.engine.DEFAULT_DB_URL`, repeated so `--help` need not import SQLAlchemy.
+DEFAULT_DB_URL = "sqlite:///tracker.db"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,16 +53,22 @@ class Settings:
     @property
     def config(self) -> TrackerConfig:
         if self._config is None:
+            from tracker.config import default_config_path, load_config
+
             self._config = load_config(self.config_path or default_config_path())
         return self._config
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
+            from tracker.store.engine import open_database
+
             self._engine = open_database(self.db_url)
         return self._engine
 
     def context(self, poll_interval: float = 30.0) -> Context:
+        from tracker.context import Context
+
         return Context(engine=self.engine, config=self.config, poll_interval=poll_interval)
 
 
@@ -101,6 +111,8 @@ def init(settings: Settings) -> None:
     \b
         tracker --db sqlite:///work.db init
     """
+    from tracker.store.engine import describe
+
     click.echo(f"database ready: {describe(settings.engine)}", err=True)
 
 
@@ -139,6 +151,8 @@ def enqueue(settings: Settings, file: str, model: str | None, provider: str) -> 
     \b
         tracker enqueue prompts.jsonl --model gpt-5-mini
     """
+    from tracker.enqueue import enqueue_stream
+
     config = settings.config
     with _open_input(file) as (stream, name):
         result = enqueue_stream(settings.engine, stream, name, config, provider=provider,
@@ -174,6 +188,8 @@ def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: f
     \b
         tracker run --poll-interval 30
     """
+    from tracker.daemon import Daemon
+
     _setup_logging(_secrets(settings.config))
     ctx = settings.context(poll_interval)
     _check_credentials(ctx)
@@ -192,6 +208,8 @@ def status(settings: Settings, as_json: bool) -> None:
     \b
         tracker status --json
     """
+    from tracker.store.reports import status_report
+
     report = status_report(settings.engine, time.time())
     if as_json:
         click.echo(json.dumps(report))
@@ -235,6 +253,8 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
     \b
         tracker results --status succeeded --format csv -o results.csv
     """
+    from tracker.store.reports import RESULT_FIELDS, iter_results
+
     records = iter_results(settings.engine,
                            None if item_status is None else ItemStatus(item_status))
     with click.open_file(output or "-", "w", encoding="utf-8") as out:
@@ -260,6 +280,8 @@ def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool) ->
     \b
         tracker cancel batch_abc123
     """
+    from tracker.actions import request_cancel
+
     if bool(provider_batch_id) == all_open:
         raise BadInput("give a PROVIDER_BATCH_ID or --all (not both)")
     ctx = settings.context()
@@ -281,6 +303,8 @@ def retry(settings: Settings, failed: bool, cancelled: bool) -> None:
     \b
         tracker retry --failed --cancelled
     """
+    from tracker.actions import retry_items
+
     if not failed and not cancelled:
         failed = True
     moved = retry_items(settings.engine, time.time(), failed=failed, cancelled=cancelled)

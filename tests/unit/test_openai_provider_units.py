@@ -12,8 +12,10 @@ import openai
 import pytest
 
 from tracker.providers.base import (
+    InvalidItemError,
     NormalizedStatus,
     PermanentProviderError,
+    StoredPayload,
     TransientProviderError,
     missing_result_row,
 )
@@ -99,6 +101,39 @@ def test_prepare_payloads__refused_before_upload(tmp_path: Path, items: list[Any
     with pytest.raises(PermanentProviderError, match=match):
         _provider().prepare_payloads(items, "gpt-4", "chat", directory=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-written stays behind
+
+
+STORED = [
+    {"messages": [{"role": "user", "content": "héllo \u2603"}], "max_tokens": 5},
+    {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}],
+     "temperature": 0.5, "response_format": {"type": "json_object"}},
+    {"messages": [{"role": "user", "content": "the item's own model"}], "model": "gpt-4"},
+]
+
+
+def test_prepare_payloads__stored_payload_copied_as_is__same_bytes_as_parsed(
+        tmp_path: Path) -> None:
+    def as_stored(payload: dict[str, Any]) -> str:  # what enqueue writes
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    parsed = [{"id": f"i{n}", "input_payload": p} for n, p in enumerate(STORED)]
+    stored = [{"id": f"i{n}", "input_payload": StoredPayload(as_stored(p))}
+              for n, p in enumerate(STORED)]
+    sorted_parsed = [{"id": i["id"], "input_payload": json.loads(as_stored(i["input_payload"]))}
+                     for i in parsed]
+    made = [_provider().prepare_payloads(items, "gpt-4o", "chat", directory=tmp_path)
+            for items in (sorted_parsed, stored)]
+    assert made[0].jsonl_path.read_bytes() == made[1].jsonl_path.read_bytes()
+    lines = [json.loads(line) for line in made[1].jsonl_path.read_text().splitlines()]
+    assert [line["body"]["model"] for line in lines] == ["gpt-4o"] * 3  # the batch's model wins
+
+
+def test_prepare_payloads__stored_payload_with_a_non_finite_number__refused_alone(
+        tmp_path: Path) -> None:
+    items = [{"id": "bad", "input_payload": StoredPayload(
+        '{"messages":[{"content":"x","role":"user"}],"temperature":NaN}')}]
+    with pytest.raises(InvalidItemError):
+        _provider().prepare_payloads(items, "gpt-4o", "chat", directory=tmp_path)
 
 
 def test_prepare_payloads__only_chat_mode(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ record each step's result before the next one (the crash-safe submit protocol).
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,33 @@ class ResultsNotReady(TransientProviderError):
     that no file named by the batch holds, or the file answers 404. Providers are eventually
     consistent, so this is a delay; after a grace period the caller fetches again with
     `skip_unavailable=True` and the lines of the missing file count as missing."""
+
+
+class StoredPayload(Mapping[str, Any]):
+    """An item's payload as the tracker stored it: JSON text that enqueue wrote after checking
+    it (an object with a non-empty `messages` list, no `stream`, only finite numbers). Reads
+    as a mapping, parsed on first use; a provider may copy `json_text` into its request line
+    as it is instead of parsing and encoding it again."""
+
+    __slots__ = ("json_text", "_parsed")
+
+    def __init__(self, json_text: str) -> None:
+        self.json_text = json_text
+        self._parsed: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = json.loads(self.json_text)
+        return self._parsed
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
 
 
 @dataclass(frozen=True)

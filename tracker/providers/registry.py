@@ -15,16 +15,25 @@ from tracker.providers.base import BaseBatchProvider
 
 ProviderFactory = Callable[[Mapping[str, Any]], BaseBatchProvider]
 
-#: Each provider's factory, or the `"module:attribute"` path it is imported from on first use.
+#: Each provider's factory, or the `"module:attribute"` path to import it from when needed.
 _factories: dict[str, ProviderFactory | str] = {}
+
+
+def _resolve(factory: ProviderFactory | str) -> ProviderFactory:
+    if not isinstance(factory, str):
+        return factory
+    module, _, attribute = factory.partition(":")
+    imported: ProviderFactory = getattr(import_module(module), attribute)
+    return imported
 
 
 def register_provider(name: str, factory: ProviderFactory | str, *,
                       replace: bool = False) -> None:
-    """Make `factory(config)` available as provider `name`; `factory` may be the
-    `"module:attribute"` path of one, imported when the provider is first needed."""
-    if name in _factories and not replace and _factories[name] != factory and (
-            isinstance(factory, str) or _factory(name) is not factory):
+    """Make `factory(config)` available as provider `name`; `factory` may be given as the
+    `"module:attribute"` path of one, imported only when the provider is first needed."""
+    current = _factories.get(name)
+    if (current is not None and not replace and current != factory
+            and _resolve(current) is not _resolve(factory)):
         raise ValueError(f"provider {name!r} is already registered")
     _factories[name] = factory
 
@@ -33,19 +42,10 @@ def known_providers() -> list[str]:
     return sorted(_factories)
 
 
-def _factory(name: str) -> ProviderFactory:
-    """The factory registered as `name`, imported now if it was registered by path."""
-    factory = _factories[name]
-    if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        factory = _factories[name] = getattr(import_module(module), attribute)
-    return factory
-
-
 def provider_class(name: str) -> type[BaseBatchProvider]:
     """The class registered as `name` (its class attributes, such as the per-batch limits,
     are readable without credentials); the base class when the factory is not a class."""
-    factory = _factory(name) if name in _factories else None
+    factory = _resolve(_factories[name]) if name in _factories else None
     if isinstance(factory, type) and issubclass(factory, BaseBatchProvider):
         return factory
     return BaseBatchProvider
@@ -53,9 +53,11 @@ def provider_class(name: str) -> type[BaseBatchProvider]:
 
 def create_provider(name: str, config: Mapping[str, Any] | None = None) -> BaseBatchProvider:
     """A new provider instance; an unknown name raises `UnknownProvider` listing the known ones."""
-    if name not in _factories:
-        raise UnknownProvider(name, known_providers())
-    return _factory(name)(config or {})
+    try:
+        factory = _factories[name]
+    except KeyError:
+        raise UnknownProvider(name, known_providers()) from None
+    return _resolve(factory)(config or {})
 
 
 register_provider("openai", "tracker.providers.openai:OpenAIBatchProvider")

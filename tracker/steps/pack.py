@@ -45,6 +45,8 @@ def _room(conn: Connection, provider: str, model: str, now: float, token_cap: in
 def _pack_one(ctx: Context, provider: str, model: str, limit: int,
               token_cap: int | None = None) -> bool:
     now = ctx.now()
+    if not items.any_queued(ctx.engine, provider, model, now):
+        return False
     max_lines, max_bytes = ctx.batch_limits(provider)
     limit = min(limit, max_lines)
     per_hour = ctx.batches_per_hour(provider)

@@ -5,17 +5,19 @@ strength of a stale read)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BindParameter, Connection, Engine, bindparam, text
+from sqlalchemy import BindParameter, Connection, Engine, Row, bindparam, text
 
 from tracker.errors import StaleBatch
-from tracker.models import Batch
 from tracker.providers.base import ProviderBatch
 from tracker.states import OPEN_BATCH, RUNNING_BATCH, BatchStatus
 from tracker.storable import storable_text
 from tracker.store.engine import is_postgresql, read
+
+if TYPE_CHECKING:
+    from tracker.models import Batch
 
 #: Orders a step may ask for its due batches in.
 ORDERS = frozenset({"created_at", "next_action_at"})
@@ -24,6 +26,14 @@ STATUSES: BindParameter[list[str]] = bindparam("statuses", expanding=True)
 #: Batches not yet accepted or still running at the provider: a cancel can still matter.
 CANCELLABLE = frozenset({BatchStatus.PENDING}) | RUNNING_BATCH
 
+
+
+def as_batches(rows: Iterable[Row[Any]]) -> list[Batch]:
+    """Rows of `batches` as `Batch` models. The table classes (sqlmodel, pydantic) are loaded
+    on first use, so commands that only count rows start without them."""
+    from tracker.models import Batch
+
+    return [Batch.model_validate(row._mapping) for row in rows]
 
 def _values(statuses: frozenset[BatchStatus] | frozenset[str]) -> list[str]:
     return sorted(str(s) for s in statuses)
@@ -50,7 +60,7 @@ def due(engine: Engine, statuses: frozenset[BatchStatus], order: str, now: float
                  f"ORDER BY COALESCE({order}, 0) LIMIT :n").bindparams(STATUSES),
             {"statuses": _values(statuses), "now": now, "n": limit},
         ).all()
-    return [Batch.model_validate(row._mapping) for row in rows]
+    return as_batches(rows)
 
 
 def status_of(conn: Connection, batch_id: str) -> BatchStatus:
@@ -89,7 +99,7 @@ def cancellable(conn: Connection, id_or_provider_id: str | None) -> list[Batch]:
     else:
         rows = conn.execute(text("SELECT * FROM batches WHERE provider_batch_id = :p "
                                  "OR id = :p"), {"p": id_or_provider_id}).all()
-    return [Batch.model_validate(row._mapping) for row in rows]
+    return as_batches(rows)
 
 
 # -- writes --------------------------------------------------------------------------------

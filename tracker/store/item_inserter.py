@@ -11,6 +11,8 @@ from sqlalchemy import Engine
 
 from tracker.store.engine import is_postgresql
 
+#: Items inserted by one enqueue on PostgreSQL from which the table is analyzed after it.
+ANALYZE_AFTER = 1000
 #: The advisory lock key that serializes `tracker enqueue` runs on PostgreSQL (SQLite's
 #: BEGIN IMMEDIATE does the same): each run stamps its rows later than every earlier run's.
 ENQUEUE_LOCK = 7_350_002
@@ -43,6 +45,7 @@ class ItemInserter:
         self._engine = engine
         self._pg = is_postgresql(engine)
         self._integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+        self._inserted = 0
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self._pg else statement
@@ -62,6 +65,11 @@ class ItemInserter:
         try:
             if self._pg:
                 (self._conn.rollback if exc_type else self._conn.commit)()
+                if not exc_type and self._inserted >= ANALYZE_AFTER:
+                    # Fresh planner statistics: without them the pack that follows a large
+                    # enqueue walks every queued row for each chunk of ids it moves.
+                    self._cur.execute("ANALYZE items")
+                    self._conn.commit()
             else:
                 self._cur.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
@@ -80,6 +88,7 @@ class ItemInserter:
                 return False
             self._copy(_COPY_HISTORY, [("item", row[0], None, "queued", stamp, "enqueued")
                                        for row in rows])
+            self._inserted += len(rows)
             return True
         if not self._unless_present(lambda: self._cur.executemany(self._sql(_INSERT), rows)):
             return False

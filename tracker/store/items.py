@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tracker.providers.base import StoredPayload
 from tracker.states import ItemStatus
 from tracker.store.dialect import byte_length, enqueue_order
 from tracker.store.engine import read
@@ -37,6 +37,17 @@ def queued_for_packing(conn: Connection, provider: str, model: str, now: float,
     return [PackCandidate(row.id, int(row.size), int(row.est_tokens)) for row in rows]
 
 
+def any_queued(engine: Engine, provider: str, model: str, now: float) -> bool:
+    """Whether an item of `provider`/`model` waits to be packed (a read: an idle pack step
+    takes no write lock)."""
+    with read(engine) as conn:
+        return conn.execute(
+            text("SELECT 1 FROM items WHERE status = :queued AND provider = :p AND model = :m "
+                 "AND not_before <= :now LIMIT 1"),
+            {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "now": now},
+        ).first() is not None
+
+
 def ids_in_batch(engine: Engine, batch_id: str) -> list[str]:
     """The ids of the items still in the batch, in input-file (id) order."""
     with read(engine) as conn:
@@ -60,7 +71,7 @@ def stream_in_batch(conn: Connection, batch_id: str) -> Iterator[dict[str, Any]]
         {"b": batch_id, "in_batch": _IN_BATCH},
     )
     for row in result:
-        yield {"id": row.id, "input_payload": json.loads(row.payload)}
+        yield {"id": row.id, "input_payload": StoredPayload(row.payload)}
 
 
 def attempts_used(conn: Connection, batch_id: str) -> dict[str, int]:

@@ -1,4 +1,8 @@
-"""Read models behind `tracker status` and `tracker results`, and the daemon's idle check."""
+"""Read models behind `tracker status` and `tracker results`, and the daemon's idle check.
+
+`workers` and `batches` load the SQLModel tables, so they are imported by the functions that
+use them: `tracker results` starts without them.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tracker.states import OPEN_BATCH, BatchStatus, ItemStatus
-from tracker.store import provider_state, workers
-from tracker.store.batches import STATUSES
+from tracker.store import provider_state
 from tracker.store.dialect import enqueue_order
 from tracker.store.engine import read
 
@@ -24,6 +27,9 @@ _UNFINISHED_ITEMS = {"statuses": [str(ItemStatus.QUEUED), str(ItemStatus.IN_BATC
 
 
 def status_report(engine: Engine, now: float) -> dict[str, Any]:
+    from tracker.store import workers
+    from tracker.store.batches import STATUSES
+
     with read(engine) as conn:
         items: dict[str, int] = {str(k): int(v) for k, v in conn.execute(text(
             "SELECT status, count(*) FROM items GROUP BY status")).all()}
@@ -74,6 +80,8 @@ def iter_results(engine: Engine, status: ItemStatus | None = None) -> Iterator[d
 
 def is_idle(engine: Engine) -> bool:
     """No item waiting or in flight, and no batch open (for any worker)."""
+    from tracker.store.batches import STATUSES
+
     with read(engine) as conn:
         busy = conn.execute(text(
             "SELECT EXISTS (SELECT 1 FROM items WHERE status IN :statuses)")

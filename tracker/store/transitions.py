@@ -68,13 +68,18 @@ def transition_many(
         [f"{col} = :set_{col}" for col in assignments]
         + [f"{col} = {expr}" for col, expr in (exprs or {}).items()]
     )
-    statement = text(
-        f"UPDATE {table} SET {sets} WHERE id IN :ids AND status = :frm"
-    ).bindparams(bindparam("ids", expanding=True))
+    if is_postgresql(conn):  # one array parameter: the plan does not change with the count
+        statement = text(f"UPDATE {table} SET {sets} WHERE id = ANY(:ids) AND status = :frm")
+        chunk_size = 5000
+    else:
+        statement = text(
+            f"UPDATE {table} SET {sets} WHERE id IN :ids AND status = :frm"
+        ).bindparams(bindparam("ids", expanding=True))
+        chunk_size = 500
     params = {f"set_{col}": value for col, value in assignments.items()}
     moved = 0
-    for start in range(0, len(entity_ids), 500):
-        chunk = list(entity_ids[start : start + 500])
+    for start in range(0, len(entity_ids), chunk_size):
+        chunk = list(entity_ids[start : start + chunk_size])
         moved += conn.execute(statement, {**params, "ids": chunk, "frm": frm}).rowcount
     if moved != len(entity_ids):
         raise StaleTransition(

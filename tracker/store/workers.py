@@ -19,15 +19,18 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from tracker.models import Batch
 from tracker.states import BatchStatus
-from tracker.store.batches import STATUSES
+from tracker.store.batches import STATUSES, as_batches
 from tracker.store.dialect import skip_locked
-from tracker.store.engine import is_postgresql, write
+from tracker.store.engine import is_postgresql, read, write
 from tracker.store.lease import process_alive, process_start
+
+if TYPE_CHECKING:
+    from tracker.models import Batch
 
 WORKER_TTL = 30.0
 
@@ -142,6 +145,11 @@ def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], or
     every batch that just became due. `now` says which batches are due; lease times are read
     at `lease_now` (None: the database's clock)."""
     due = ("b.status IN :statuses AND (b.next_action_at IS NULL OR b.next_action_at <= :now)")
+    with read(engine) as conn:  # nothing due (an idle worker): no write transaction at all
+        if conn.execute(text(f"SELECT 1 FROM batches b WHERE {due} LIMIT 1").bindparams(
+                STATUSES), {"statuses": sorted(str(s) for s in statuses), "now": now}
+        ).first() is None:
+            return []
     with write(engine) as conn:
         lease_now = lease_time(conn, lease_now)
         params = {"me": me.id, "now": now, "lease_now": lease_now, "exp": lease_now + ttl,
@@ -166,7 +174,7 @@ def claim_due(engine: Engine, me: WorkerId, statuses: frozenset[BatchStatus], or
             f"SELECT b.* FROM batches b WHERE {due} AND b.claimed_by = :me "
             f"ORDER BY COALESCE(b.{order}, 0) LIMIT :n").bindparams(STATUSES),
             params).all()
-    return [Batch.model_validate(row._mapping) for row in rows]
+    return as_batches(rows)
 
 
 def claim_held(conn: Connection, me: WorkerId, batch_id: str, token: int, *,
