@@ -30,9 +30,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Every benchmark in bench/, then one table of results (bench-run/results.md); PostgreSQL
+# figures too when a server answers at TRACKER_BENCH_PG_URL (default: the same as PG_URL).
 bench: $(STAMP)
-	$(BIN)/python bench/enqueue.py
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/all.py
+
+.PHONY: bench-quick
+bench-quick: $(STAMP)
+	$(BIN)/python bench/all.py --quick
 
 clean:
 	rm -rf $(VENV) demo-run bench-run .pytest_cache .ruff_cache

@@ -1,6 +1,7 @@
-"""Ingest throughput against a raw SQLite floor. Prints figures; never passes or fails.
+"""Ingest throughput against a raw floor, on SQLite and PostgreSQL. Prints figures; never
+passes or fails.
 
-    python bench/ingest.py [--items 50000]
+    python bench/ingest.py [--items 50000] [--engine sqlite|postgresql|both]
 
 Set-up (not timed): N items enqueued and packed into one batch, the batch marked `completed`,
 and an output file of N result lines in the Batch API's format written to disk.
@@ -8,10 +9,14 @@ and an output file of N result lines in the Batch API's format written to disk.
    of downloading it (the download is not what is measured): parse every line, decide every
    item's outcome, store outputs, usage and history in one transaction, close the batch.
 2. The floor: on a copy of the same database with the item triggers dropped, `json.loads` of
-   every line and one transaction of plain `sqlite3` `executemany`: the same item updates and
-   one history row per item.
-Each runs in its own process so peak RSS is its own; a run at N/10 items shows whether memory
-grows with N.
+   every line and one transaction of plain driver `executemany` (`sqlite3`, or psycopg 3 on
+   PostgreSQL): the same item updates and one history row per item.
+PostgreSQL runs when a server answers at `TRACKER_BENCH_PG_URL` (default
+`postgresql+psycopg://postgres@127.0.0.1:5432/postgres`): the set-up goes into a database of its
+own (`tracker_bench_ingest_prepared`), each side works on a copy of it made with
+`CREATE DATABASE tracker_bench_ingest TEMPLATE ...`; all are dropped after.
+Each runs in its own process so peak RSS is its own (the PostgreSQL server's memory is not
+counted); a run at N/10 items shows whether memory grows with N.
 """
 
 from __future__ import annotations
@@ -22,23 +27,32 @@ import json
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness import RUN_DIR, peak_rss_mb, report, run_child
+from harness import (
+    API_KEY,
+    MODEL,
+    RUN_DIR,
+    add_engine_option,
+    count_label,
+    database_url,
+    emit_result,
+    libpq,
+    peak_rss_mb,
+    pg_database,
+    remove_sqlite,
+    report,
+    rss_growth,
+    run_child,
+    selected_engines,
+    tracker_config,
+)
 
-MODEL = "gpt-5-mini"
 
-
-def _config(n: int) -> Any:
-    from tracker.config import TrackerConfig
-
-    return TrackerConfig.model_validate({"batch": {"providers": {"openai": {
-        "models": [{"name": MODEL, "max_prompts_per_batch": n}]}}}})
-
-
-def prepare(n: int, db: Path, output: Path) -> None:
-    """A database holding one completed batch of `n` items, and its output file."""
+def prepare(n: int, url: str) -> None:
+    """A database at `url` holding one completed batch of `n` items."""
     from tracker.context import Context
     from tracker.enqueue import enqueue_stream
     from tracker.states import BatchStatus
@@ -46,12 +60,11 @@ def prepare(n: int, db: Path, output: Path) -> None:
     from tracker.store.engine import open_database, write
     from tracker.store.transitions import move_batch
 
-    db.unlink(missing_ok=True)
-    engine = open_database(f"sqlite:///{db}")
+    engine = open_database(url)
     lines = "".join(json.dumps({"id": f"item-{i:08d}", "input_payload": {"messages": [
         {"role": "user", "content": f"Question number {i}: what is {i} + 1?"}]}}) + "\n"
         for i in range(n))
-    config = _config(n)
+    config = tracker_config(n)
     enqueue_stream(engine, io.BytesIO(lines.encode()), "bench.jsonl", config,
                    default_model=MODEL, now=time.time())
     ctx = Context(engine=engine, config=config)
@@ -61,6 +74,11 @@ def prepare(n: int, db: Path, output: Path) -> None:
         move_batch(conn, batch_id, BatchStatus.PENDING, BatchStatus.COMPLETED, "bench",
                    time.time(), provider_batch_id="batch_bench", provider_status="completed",
                    request_total=n, request_completed=n, output_file_id="file-out")
+    engine.dispose()
+
+
+def write_output(n: int, output: Path) -> None:
+    """The batch's output file: `n` result lines in the Batch API's format."""
     with output.open("w", encoding="utf-8") as out:
         for i in range(n):
             body = {"id": f"chatcmpl-{i}", "object": "chat.completion", "model": MODEL,
@@ -70,12 +88,11 @@ def prepare(n: int, db: Path, output: Path) -> None:
             out.write(json.dumps({"id": f"batch_req_{i}", "custom_id": f"item-{i:08d}",
                                   "response": {"status_code": 200, "request_id": f"r{i}",
                                                "body": body}, "error": None}) + "\n")
-    engine.dispose()
 
 
-def run_tracker(db: Path, output: Path) -> dict[str, float]:
+def run_tracker(url: str, output: Path) -> dict[str, float]:
     from tracker.context import Context
-    from tracker.providers.base import FetchedResults, ProviderBatch
+    from tracker.providers.base import ProviderBatch
     from tracker.providers.openai import (
         OpenAIBatchProvider,
         OpenAIFetchedResults,
@@ -88,25 +105,54 @@ def run_tracker(db: Path, output: Path) -> dict[str, float]:
     class FromDisk(OpenAIBatchProvider):
         """Reads the output file from disk: the download is not what is measured."""
 
-        def fetch_results(self, provider_batch_id: str, **kwargs: Any) -> FetchedResults:
+        def fetch_results(self, provider_batch_id: str, *,
+                          expected_custom_ids: Iterable[str] | None = None,
+                          directory: Path | None = None,
+                          skip_unavailable: bool = False) -> OpenAIFetchedResults:
             status = ProviderBatch(provider_batch_id, "completed",
                                    normalize_status("completed"))
-            return OpenAIFetchedResults(status, output.parent, [output],
-                                        kwargs.get("expected_custom_ids"),
+            return OpenAIFetchedResults(status, output.parent, [output], expected_custom_ids,
                                         remove_directory=False)
 
-    engine = open_database(f"sqlite:///{db}")
+    engine = open_database(url)
     n = sum(1 for _ in output.open("rb"))
-    ctx = Context(engine=engine, config=_config(n),
-                  providers={"openai": FromDisk({"api_key": "sk-bench-0123456789"})},
+    ctx = Context(engine=engine, config=tracker_config(n),
+                  providers={"openai": FromDisk({"api_key": API_KEY})},
                   work_dir=RUN_DIR)
     [batch] = ctx.claim_due(ENDED_BATCH, "next_action_at")
     start = time.perf_counter()
     ingest_batch(ctx, batch)
     elapsed = time.perf_counter() - start
-    stored = engine.connect().exec_driver_sql(
-        "SELECT count(*) FROM items WHERE status = 'succeeded' AND total_tokens = 26").scalar()
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql(
+            "SELECT count(*) FROM items WHERE status = 'succeeded' AND total_tokens = 26"
+        ).scalar()
+    engine.dispose()
     return {"items": float(stored or 0), "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+_UPDATE = ("UPDATE items SET status = ?, status_reason = ?, updated_at = ?, output_text = ?, "
+           "output_data = ?, prompt_tokens = ?, completion_tokens = ?, total_tokens = ?, "
+           "finished_at = ? WHERE id = ? AND status = 'in_batch'")
+_HISTORY = ("INSERT INTO transitions (entity, entity_id, from_status, to_status, at, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?)")
+
+
+def _floor_rows(output: Path, now: float) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """`json.loads` of every line: the item updates and the history rows."""
+    updates, history = [], []
+    with output.open("rb") as stream:
+        for raw in stream:
+            line = json.loads(raw)
+            body = line["response"]["body"]
+            usage = body["usage"]
+            updates.append(("succeeded", "result stored", now, body["choices"][0]["message"]
+                            ["content"], json.dumps(body), usage["prompt_tokens"],
+                            usage["completion_tokens"], usage["total_tokens"], now,
+                            line["custom_id"]))
+            history.append(("item", line["custom_id"], "in_batch", "succeeded", now,
+                            "result stored"))
+    return updates, history
 
 
 def run_floor(db: Path, output: Path) -> dict[str, float]:
@@ -116,52 +162,83 @@ def run_floor(db: Path, output: Path) -> dict[str, float]:
     conn.execute("DROP TRIGGER items_guard")
     conn.execute("DROP TRIGGER items_history")
     now = time.time()
-
-    def lines() -> Any:
-        with output.open("rb") as stream:
-            for raw in stream:
-                yield json.loads(raw)
-
     start = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
-    updates, history = [], []
-    for line in lines():
-        body = line["response"]["body"]
-        usage = body["usage"]
-        updates.append(("succeeded", "result stored", now, body["choices"][0]["message"]
-                        ["content"], json.dumps(body), usage["prompt_tokens"],
-                        usage["completion_tokens"], usage["total_tokens"], now,
-                        line["custom_id"]))
-        history.append(("item", line["custom_id"], "in_batch", "succeeded", now,
-                        "result stored"))
-    conn.executemany("UPDATE items SET status = ?, status_reason = ?, updated_at = ?, "
-                     "output_text = ?, output_data = ?, prompt_tokens = ?, "
-                     "completion_tokens = ?, total_tokens = ?, finished_at = ? "
-                     "WHERE id = ? AND status = 'in_batch'", updates)
-    conn.executemany("INSERT INTO transitions (entity, entity_id, from_status, to_status, at, "
-                     "reason) VALUES (?, ?, ?, ?, ?, ?)", history)
+    updates, history = _floor_rows(output, now)
+    conn.executemany(_UPDATE, updates)
+    conn.executemany(_HISTORY, history)
     conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     stored = conn.execute("SELECT count(*) FROM items WHERE status = 'succeeded'").fetchone()[0]
     return {"items": stored, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
 
 
-def child(kind: str, db: str, output: str) -> None:
-    figures = (run_tracker if kind == "tracker" else run_floor)(Path(db), Path(output))
+def run_floor_pg(url: str, output: Path) -> dict[str, float]:
+    import psycopg
+
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute("DROP TRIGGER items_guard ON items")
+        conn.execute("DROP TRIGGER items_history ON items")
+        now = time.time()
+        start = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            updates, history = _floor_rows(output, now)
+            cur.executemany(_UPDATE.replace("?", "%s").encode(), updates)
+            cur.executemany(_HISTORY.replace("?", "%s").encode(), history)
+        elapsed = time.perf_counter() - start
+        found = conn.execute("SELECT count(*) FROM items WHERE status = 'succeeded'").fetchone()
+    return {"items": float(found[0] if found else 0), "seconds": elapsed,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def child(kind: str, target: str, output: str) -> None:
+    if kind == "tracker":
+        figures = run_tracker(database_url(target), Path(output))
+    elif target.startswith("postgresql"):
+        figures = run_floor_pg(target, Path(output))
+    else:
+        figures = run_floor(Path(target), Path(output))
     print(json.dumps(figures))
 
 
 def measure(kind: str, prepared: Path, output: Path) -> dict[str, float]:
     db = RUN_DIR / f"ingest-{kind}.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    remove_sqlite(db)
     shutil.copyfile(prepared, db)
-    return run_child(__file__, kind, str(db), str(output))
+    try:
+        return run_child(__file__, kind, str(db), str(output))
+    finally:
+        remove_sqlite(db)
+
+
+def measure_sqlite(n: int, output: Path) -> dict[str, dict[str, float]]:
+    prepared = RUN_DIR / f"ingest-prepared-{n}.db"
+    remove_sqlite(prepared)
+    try:
+        prepare(n, database_url(str(prepared)))
+        return {kind: measure(kind, prepared, output) for kind in ("tracker", "floor")}
+    finally:
+        remove_sqlite(prepared)
+
+
+def measure_pg(n: int, output: Path) -> dict[str, dict[str, float]]:
+    template = "tracker_bench_ingest_prepared"
+    pair = {}
+    with pg_database(template) as prepared:
+        prepare(n, prepared)
+        for kind in ("tracker", "floor"):
+            with pg_database("tracker_bench_ingest", template=template) as url:
+                pair[kind] = run_child(__file__, kind, url, str(output))
+    return pair
+
+
+FLOORS = {"sqlite": "raw sqlite3 executemany floor", "postgresql": "raw psycopg executemany floor"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=50_000)
+    add_engine_option(parser)
     parser.add_argument("--child", nargs=3, metavar=("KIND", "DB", "OUTPUT"))
     args = parser.parse_args()
     if args.child:
@@ -169,14 +246,20 @@ def main() -> None:
         return
     RUN_DIR.mkdir(exist_ok=True)
     small, large = max(args.items // 10, 1), args.items
-    results = {}
-    for n in (small, large):
-        prepared, output = RUN_DIR / f"ingest-prepared-{n}.db", RUN_DIR / f"output-{n}.jsonl"
-        prepare(n, prepared, output)
-        results[n] = {kind: measure(kind, prepared, output) for kind in ("tracker", "floor")}
-    for n, pair in results.items():
-        assert pair["tracker"]["items"] == n and pair["floor"]["items"] == n, pair
-    report(results, "lines", "ingest", "raw sqlite3 floor")
+    for engine in selected_engines(args.engine):
+        print(f"-- ingest on {engine}", flush=True)
+        results = {}
+        for n in (small, large):
+            output = RUN_DIR / f"output-{n}.jsonl"
+            write_output(n, output)
+            results[n] = (measure_sqlite if engine == "sqlite" else measure_pg)(n, output)
+        for n, pair in results.items():
+            assert pair["tracker"]["items"] == n and pair["floor"]["items"] == n, pair
+        report(results, "lines", "ingest", FLOORS[engine])
+        tracker, floor = results[large]["tracker"], results[large]["floor"]
+        emit_result(f"ingest {count_label(large)} lines", engine, tracker["seconds"],
+                    floor["seconds"], "s", "<= 2x", rss_mb=tracker["peak_rss_mb"],
+                    note=rss_growth(results, small, large))
 
 
 if __name__ == "__main__":
