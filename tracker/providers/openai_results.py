@@ -17,16 +17,16 @@ class CorruptResultLine(ValueError):
     """A result line that is not a JSON object with a `custom_id` (often a cut-off download)."""
 
 
-def _assistant_text(body: Mapping[str, Any]) -> str | None:
+def _assistant_text(body: dict[str, Any]) -> str | None:
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
         return None
-    message = choices[0].get("message") if isinstance(choices[0], Mapping) else None
-    if not isinstance(message, Mapping):
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
         return None
     content = message.get("content")
     if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, Mapping)]
+        parts = [p.get("text", "") for p in content if isinstance(p, dict)]
         return "".join(parts)
     if content is None and message.get("refusal"):
         return None
@@ -45,30 +45,32 @@ def _http_error_message(body: Any, status_code: int) -> tuple[str, str | None]:
 
 def _count(value: Any) -> int | None:
     """A usage figure, if it is a whole number (never a bool or a string)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if type(value) is int else None
 
 
 def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> ProviderResultRow:
     """One output or error line, either shape (§3.2/§3.3 of the API reference), to a row.
-    `raw_line` is the line as it came, kept on a successful row (stored as is, once)."""
+    `raw_line` is the line as it came, kept on a successful row (stored as is, once). Lines
+    come from `json.loads`, so objects are plain dicts (checked as such: it is per line)."""
     custom_id = line.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise CorruptResultLine("result line has no custom_id")
     response = line.get("response")
     error = line.get("error")
     raw_metadata = {k: v for k, v in line.items() if k != "response"}
-    if isinstance(response, Mapping):
+    if isinstance(response, dict):
         raw_metadata["response"] = {k: v for k, v in response.items() if k != "body"}
         status_code = response.get("status_code")
         body = response.get("body")
-        if isinstance(status_code, int) and status_code < 400 and not error:
-            body_map = body if isinstance(body, Mapping) else {}
+        if type(status_code) is int and status_code < 400 and not error:
+            body_map: dict[str, Any] = body if isinstance(body, dict) else {}
             usage = body_map.get("usage")
-            usage = usage if isinstance(usage, Mapping) else {}
+            if not isinstance(usage, dict):
+                usage = {}
             return ProviderResultRow(
                 custom_id=custom_id,
                 output_text=_assistant_text(body_map),
-                output_data=dict(body_map),
+                output_data=body_map,
                 raw_metadata=raw_metadata,
                 is_success=True,
                 status_code=status_code,
@@ -102,13 +104,14 @@ def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> P
 
 def _parsed(raw: bytes, name: str, number: int) -> ProviderResultRow:
     try:
-        line = json.loads(raw)
-    except ValueError as exc:
+        text = raw.decode("utf-8")
+        line = json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError included
         raise CorruptResultLine(f"{name} line {number}: not valid JSON") from exc
-    if not isinstance(line, Mapping):
+    if not isinstance(line, dict):
         raise CorruptResultLine(f"{name} line {number}: not a JSON object")
     try:
-        return parse_result_line(line, raw.decode("utf-8").rstrip("\r\n"))
+        return parse_result_line(line, text.rstrip("\r\n"))
     except CorruptResultLine as exc:
         raise CorruptResultLine(f"{name} line {number}: {exc}") from None
 
