@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tests.integration.daemon_harness import batches, enqueue, make_config, make_context
+from tracker.actions import request_cancel
 from tracker.context import Context
 from tracker.steps import pack, poll, submit
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
@@ -98,3 +99,16 @@ def test_poll__an_ended_batch_seen_in_the_list__moves_on(
         assert poll(ctx) == 3
         assert set(calls(server, before)) == {("GET", "/v1/batches")}
         assert {b.status for b in batches(ctx)} == {"completed"}
+
+
+def test_poll__no_api_key_and_a_cancel_wanted__the_step_goes_on_each_batch_keeps_the_error(
+        engine: Engine, slow_server: FakeOpenAI, clock: ManualClock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = make_context(engine, slow_server, clock, tmp_path, make_config(max_prompts=1))
+    submitted(ctx, 3, "q")
+    request_cancel(ctx, batches(ctx)[0].provider_batch_id, all_open=False)
+    ctx.providers.clear()  # built again from the config, which names no key...
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # ...and the environment has none
+    clock.advance(10.0)
+    assert poll(ctx) == 3  # no exception: one bad provider does not stop the step
+    assert all("API key" in (b.last_error or "") for b in batches(ctx))

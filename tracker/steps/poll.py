@@ -87,8 +87,11 @@ def _listed_statuses(ctx: Context, due: list[Batch]) -> dict[str, ProviderBatch]
     """The due batches' statuses as the providers' lists show them, by provider batch id."""
     wanted: dict[str, list[Batch]] = defaultdict(list)
     for batch in due:
-        if _wants_plain_read(ctx, batch):
-            wanted[batch.provider].append(batch)
+        try:
+            if _wants_plain_read(ctx, batch):
+                wanted[batch.provider].append(batch)
+        except ProviderError:
+            continue  # e.g. no API key: read on its own, where the error is kept on the batch
     found: dict[str, ProviderBatch] = {}
     for name, group in wanted.items():
         if len(group) < LIST_FROM:
