@@ -177,8 +177,8 @@ def run_floor_pg(url: str, output: Path) -> dict[str, float]:
     import psycopg
 
     with psycopg.connect(libpq(url), autocommit=True) as conn:
-        conn.execute("DROP TRIGGER items_guard ON items")
-        conn.execute("DROP TRIGGER items_history ON items")
+        for trigger in ("items_guard", "items_history", "items_moves"):
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger} ON items")
         now = time.time()
         start = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur:

@@ -43,9 +43,9 @@ def writing() -> Iterator[None]:
 
 
 def _pause_here() -> None:
-    """Stop the process once no other thread is inside a write transaction. (A pause point
-    inside a transaction of its own would wait for a writer blocked on it: points are outside
-    transactions.)"""
+    """Stop the process once no other thread is inside a write transaction. A point inside a
+    transaction of its own (`mid_ingest`) would wait for writers blocked on it: such points
+    are for `TRACKER_CRASH_AT` only, never paused at."""
     global _pausing
     me = threading.get_ident()
     with _gate:

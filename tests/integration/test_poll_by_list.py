@@ -9,16 +9,19 @@ counted at the server; one manual clock, nothing sleeps.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.integration.daemon_harness import batches, enqueue, make_config, make_context
 from tracker.actions import request_cancel
 from tracker.context import Context
 from tracker.steps import pack, poll, submit
+from tracker.store import workers
+from tracker.store.engine import write
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 
@@ -112,3 +115,56 @@ def test_poll__no_api_key_and_a_cancel_wanted__the_step_goes_on_each_batch_keeps
     clock.advance(10.0)
     assert poll(ctx) == 3  # no exception: one bad provider does not stop the step
     assert all("API key" in (b.last_error or "") for b in batches(ctx))
+
+
+def test_poll__the_list_fails_for_many__a_step_reads_at_most_its_share(
+        engine: Engine, slow_server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, slow_server, clock, tmp_path, make_config(max_prompts=1))
+    submitted(ctx, 30, "q")
+    ctx.batches_per_step = 10
+    clock.advance(10.0)
+    slow_server.add_fault(Fault(method="GET", path="/v1/batches", status=429, times=None))
+    for run in range(3):
+        before = len(slow_server.requests)
+        assert poll(ctx) == 10
+        reads = [p for _, p in calls(slow_server, before) if p.startswith("/v1/batches/")]
+        assert len(reads) == 10, f"run {run}"
+    assert {b.last_seen_at for b in batches(ctx)} == {clock()}  # all read after three runs
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_poll__many_listed_statuses_beside_the_heartbeat__no_deadlock(
+        engine: Engine, slow_server: FakeOpenAI, clock: ManualClock, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Storing listed statuses locks many batch rows in one transaction, as the heartbeat
+    renewing the worker's claims does: both lock them in id order, so neither waits on the
+    other in a cycle (PostgreSQL would kill one as a deadlock)."""
+    ctx = make_context(engine, slow_server, clock, tmp_path, make_config(max_prompts=1))
+    ctx.worker = workers.register(engine, None, 30.0)
+    submitted(ctx, 200, "q")
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.is_set():
+            try:
+                workers.heartbeat(engine, ctx.worker, None, 30.0)
+            except Exception as exc:
+                failures.append(repr(exc.__cause__ or exc))
+
+    beating = threading.Thread(target=heartbeat)
+    beating.start()
+    try:
+        for _ in range(3):
+            clock.advance(1000.0)
+            with write(engine) as conn:  # due order differs from id order (locked in it)
+                conn.execute(text("UPDATE batches SET next_action_at = :t - random() * 50 "
+                                  "WHERE id IN (SELECT id FROM batches ORDER BY id FOR UPDATE)"),
+                             {"t": clock()})
+            assert poll(ctx) == 200
+    finally:
+        stop.set()
+        beating.join()
+    assert failures == []
+    assert "Deadlock" not in caplog.text
+    assert {b.last_seen_at for b in batches(ctx)} == {clock()}

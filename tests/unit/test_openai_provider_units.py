@@ -287,3 +287,11 @@ def test_read_result_file__streams_and_rejects_a_cut_off_line(tmp_path: Path) ->
     path.write_text(text + json.dumps(EXPIRED)[:40])
     with pytest.raises(CorruptResultLine, match="line 3"):
         list(read_result_file(path))
+
+
+def test_read_result_file__a_byte_order_mark_is_not_part_of_the_first_line(
+        tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(SUCCESS).encode() + b"\n")
+    [row] = list(read_result_file(path))
+    assert row.is_success and row.raw_line == json.dumps(SUCCESS)

@@ -254,6 +254,9 @@ class BaseBatchProvider(ABC):
     endpoints: Mapping[str, str] = {}
     #: How many batches one page of `list_batches` holds (one call each).
     list_page_size: int = 100
+    #: Whether `prepare_payloads` takes payloads as `StoredPayload` (JSON text it may copy);
+    #: otherwise each `input_payload` is a plain dict.
+    takes_stored_payloads: bool = False
 
     @classmethod
     def endpoint_for(cls, mode: str) -> str:

@@ -181,6 +181,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
     #: "You can create up to 2,000 batches per hour."
     max_batches_per_hour = 2000
     list_page_size = LIST_PAGE_SIZE
+    takes_stored_payloads = True
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})

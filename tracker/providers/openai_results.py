@@ -103,15 +103,19 @@ def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> P
 
 
 def _parsed(raw: bytes, name: str, number: int) -> ProviderResultRow:
+    text: str | None
     try:
-        text = raw.decode("utf-8")
-        line = json.loads(text)
-    except ValueError as exc:  # UnicodeDecodeError included
+        text = raw.decode("utf-8-sig")  # a byte order mark, if any, is not part of the line
+    except UnicodeDecodeError:
+        text = None  # not UTF-8: parsed from the bytes as json allows; stored re-encoded
+    try:
+        line = json.loads(text if text is not None else raw)
+    except ValueError as exc:
         raise CorruptResultLine(f"{name} line {number}: not valid JSON") from exc
     if not isinstance(line, dict):
         raise CorruptResultLine(f"{name} line {number}: not a JSON object")
     try:
-        return parse_result_line(line, text.rstrip("\r\n"))
+        return parse_result_line(line, text.rstrip("\r\n") if text is not None else None)
     except CorruptResultLine as exc:
         raise CorruptResultLine(f"{name} line {number}: {exc}") from None
 

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import Connection
 
 from tracker.context import Context, log
-from tracker.errors import LeaseLost
 from tracker.models import Batch
 from tracker.providers.base import (
     BaseBatchProvider,
@@ -49,30 +48,42 @@ def poll(ctx: Context) -> int:
     """Read the status of every running batch that is due. Returns how many were read."""
     due = ctx.claim_due(RUNNING_BATCH, "next_action_at", limit=ctx.batches_per_poll)
     listed = _listed_statuses(ctx, due)
-    seen = [(b, listed[b.provider_batch_id]) for b in due if b.provider_batch_id in listed]
+    seen = sorted(((b, listed[b.provider_batch_id]) for b in due
+                   if b.provider_batch_id in listed), key=lambda pair: pair[0].id)
+    refused: list[tuple[Batch, ProviderBatch]] = []
     for start in range(0, len(seen), RECORD_CHUNK):
-        _record_listed(ctx, seen[start:start + RECORD_CHUNK])
-    for batch in due:
-        if batch.provider_batch_id not in listed:
-            with isolated(ctx, batch.id, "poll"):
-                _poll_one(ctx, batch)
-    return len(due)
+        refused += _record_listed(ctx, seen[start:start + RECORD_CHUNK])
+    for batch, status in refused:  # alone, so the error is kept on the batch
+        with isolated(ctx, batch.id, "poll"):
+            record_status(ctx, batch, status)
+    # Read on their own at most a step's worth per run (a list that failed must not turn into
+    # a thousand calls at once); the others stay due for the next run.
+    unlisted = [b for b in due if b.provider_batch_id not in listed]
+    for batch in unlisted[:ctx.batches_per_step]:
+        with isolated(ctx, batch.id, "poll"):
+            _poll_one(ctx, batch)
+    return len(seen) + min(len(unlisted), ctx.batches_per_step)
 
 
-def _record_listed(ctx: Context, seen: list[tuple[Batch, ProviderBatch]]) -> None:
+def _record_listed(ctx: Context, seen: list[tuple[Batch, ProviderBatch]]
+                   ) -> list[tuple[Batch, ProviderBatch]]:
     """Keep what the list said about these batches, in one transaction (a commit per batch
-    would cost more than the list's calls saved). A batch another worker has taken over is
-    left alone; if the transaction fails, the next poll reads them again."""
-    try:
-        with ctx.write() as conn:
-            for batch, status in seen:
-                if ctx.holds_claim(conn, batch.id):
+    would cost more than the list's calls saved), each batch in a savepoint of its own. A
+    batch another worker has taken over is left alone. Returns the ones that failed, to be
+    stored alone (where the error is kept on the batch); rows are locked in id order, as the
+    heartbeat locks them."""
+    refused: list[tuple[Batch, ProviderBatch]] = []
+    with ctx.write() as conn:
+        for batch, status in seen:
+            if not ctx.holds_claim(conn, batch.id):
+                continue
+            try:
+                with conn.begin_nested():
                     _store_status(conn, ctx, batch, status)
-    except LeaseLost:
-        raise
-    except Exception:
-        log.exception("storing %d listed batch statuses failed; the next poll reads them "
-                      "again", len(seen))
+            except Exception:
+                log.exception("batch %s: storing its listed status failed", batch.id)
+                refused.append((batch, status))
+    return refused
 
 
 def _wants_plain_read(ctx: Context, batch: Batch) -> bool:

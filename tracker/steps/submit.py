@@ -194,7 +194,8 @@ def _build(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> PreparedB
 def build_input(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> PreparedBatch:
     with read(ctx.engine) as conn:
         return provider.prepare_payloads(
-            items.stream_in_batch(conn, batch.id), batch.model,
+            items.stream_in_batch(conn, batch.id, stored=provider.takes_stored_payloads),
+            batch.model,
             ctx.mode(batch.provider, batch.model),
             metadata={provider.metadata_key: batch.id}, directory=ctx.work_dir,
         )

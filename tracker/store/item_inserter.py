@@ -3,6 +3,7 @@ database driver itself (SQLAlchemy's per-row overhead would halve `tracker enque
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, cast
@@ -36,6 +37,8 @@ _COPY_HISTORY = ("COPY transitions (entity, entity_id, from_status, to_status, a
 #: `(id, provider, model, payload, est_tokens, created_at, updated_at)`
 ItemRow = tuple[str, str, str, str, int, float, float]
 
+log = logging.getLogger("tracker")
+
 
 class ItemInserter:
     """`with ItemInserter(engine) as inserter:` commits every chunk or, on any exception,
@@ -66,14 +69,23 @@ class ItemInserter:
             if self._pg:
                 (self._conn.rollback if exc_type else self._conn.commit)()
                 if not exc_type and self._inserted >= ANALYZE_AFTER:
-                    # Fresh planner statistics: without them the pack that follows a large
-                    # enqueue walks every queued row for each chunk of ids it moves.
-                    self._cur.execute("ANALYZE items")
-                    self._conn.commit()
+                    self._analyze()
             else:
                 self._cur.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self._raw.close()
+
+    def _analyze(self) -> None:
+        """Fresh planner statistics after a large enqueue: without them the pack that follows
+        walks every queued row for each chunk of ids it moves. The items are committed
+        already, so a failure here is only logged."""
+        try:
+            self._cur.execute("ANALYZE items")
+            self._conn.commit()
+        except Exception as exc:
+            self._conn.rollback()
+            log.warning("ANALYZE items after the enqueue failed (%s); the items are stored",
+                        exc)
 
     def latest_created_at(self) -> float | None:
         self._cur.execute("SELECT max(created_at) FROM items")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,16 +63,19 @@ def count_in_batch(conn: Connection, batch_id: str) -> int:
                             {"b": batch_id, "in_batch": _IN_BATCH}).scalar_one())
 
 
-def stream_in_batch(conn: Connection, batch_id: str) -> Iterator[dict[str, Any]]:
+def stream_in_batch(conn: Connection, batch_id: str, *,
+                    stored: bool = False) -> Iterator[dict[str, Any]]:
     """The batch's items as `{"id", "input_payload"}`, in id order (the input file's order,
-    which maps 1-based validation-error lines back to items)."""
+    which maps 1-based validation-error lines back to items). The payload is a dict, or with
+    `stored` a `StoredPayload` (its JSON text, parsed only if read)."""
     result = conn.execution_options(stream_results=True).execute(
         text("SELECT id, payload FROM items WHERE batch_id = :b AND status = :in_batch "
              "ORDER BY id"),
         {"b": batch_id, "in_batch": _IN_BATCH},
     )
     for row in result:
-        yield {"id": row.id, "input_payload": StoredPayload(row.payload)}
+        payload = StoredPayload(row.payload) if stored else json.loads(row.payload)
+        yield {"id": row.id, "input_payload": payload}
 
 
 def attempts_used(conn: Connection, batch_id: str) -> dict[str, int]:

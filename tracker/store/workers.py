@@ -119,6 +119,12 @@ def heartbeat(engine: Engine, me: WorkerId, now: float | None,
             {"now": now, "exp": now + ttl, "me": me.id}).rowcount == 1
         if not alive:
             return False
+        if is_postgresql(conn):
+            # Rows locked in id order, as a poll storing many listed statuses locks them: two
+            # writers that lock several batch rows never wait on each other in a cycle.
+            conn.execute(text(
+                "SELECT id FROM batches WHERE claimed_by = :me AND status <> 'ingested' "
+                "ORDER BY id FOR NO KEY UPDATE"), {"me": me.id})
         conn.execute(text(
             "UPDATE batches SET claim_expires_at = :exp, claim_heartbeat_at = :now "
             "WHERE claimed_by = :me AND status <> 'ingested'"),
