@@ -56,8 +56,9 @@ def test_three_workers__one_killed_one_paused__every_item_once(tmp_path: Path,
                                log_path=logs["paused"])
         procs = (steady, killed, paused)
         try:
-            # The one to kill dies mid-run, holding claims.
-            _poll_until(lambda: tracker.query(
+            # The one to kill dies mid-run, holding claims, once it has done some work (its
+            # steps run side by side, so it may hold claims before it has logged any).
+            _poll_until(lambda: "batch tb_" in logs["killed"].read_text() and tracker.query(
                 "SELECT count(*) FROM batches b JOIN workers w ON w.id = b.claimed_by "
                 f"WHERE w.pid = {killed.pid} AND b.status <> 'ingested'")[0][0] >= 2,
                 timeout=60)
