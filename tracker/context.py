@@ -117,17 +117,17 @@ class Context:
         if not workers.registered(conn, self.worker, lock=lock):
             raise LeaseLost()
         batch_id: str | None = getattr(self._handling, "batch_id", None)
-        if batch_id is not None and batch_id in self._claims and not workers.claim_held(
-                conn, self.worker, batch_id, self._claims[batch_id], lock=lock):
+        if batch_id is not None and not self.holds_claim(conn, batch_id, lock=lock):
             raise ClaimLost(f"another worker took batch {batch_id} over")
 
-    def holds_claim(self, conn: Connection, batch_id: str) -> bool:
-        """Inside a write about several batches: whether this worker still holds its claim on
-        `batch_id` (locked until the transaction ends, as `write` does for the current one)."""
+    def holds_claim(self, conn: Connection, batch_id: str, *, lock: bool = True) -> bool:
+        """Whether this worker still holds its claim on `batch_id` (true when it runs no
+        worker or never claimed it). With `lock` (inside a write, e.g. one about several
+        batches) the batch stays so until the transaction ends."""
         if self.worker is None or batch_id not in self._claims:
             return True
         return workers.claim_held(conn, self.worker, batch_id, self._claims[batch_id],
-                                  lock=True)
+                                  lock=lock)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
