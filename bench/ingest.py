@@ -4,7 +4,8 @@ passes or fails.
     python bench/ingest.py [--items 50000] [--engine sqlite|postgresql|both]
 
 Set-up (not timed): N items enqueued and packed into one batch, the batch marked `completed`,
-and an output file of N result lines in the Batch API's format written to disk.
+and an output file of N result lines in the Batch API's format, shuffled as real output files are
+(the API keeps no order), written to disk.
 1. The tracker: `ingest_batch` on that batch, its provider reading the file from disk instead
    of downloading it (the download is not what is measured): parse every line, decide every
    item's outcome, store outputs, usage and history in one transaction, close the batch.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import random
 import shutil
 import sqlite3
 import time
@@ -78,9 +80,12 @@ def prepare(n: int, url: str) -> None:
 
 
 def write_output(n: int, output: Path) -> None:
-    """The batch's output file: `n` result lines in the Batch API's format."""
+    """The batch's output file: `n` result lines in the Batch API's format, in a shuffled order
+    (the API does not keep the input's order; the fake server shuffles too)."""
+    order = list(range(n))
+    random.Random(n).shuffle(order)
     with output.open("w", encoding="utf-8") as out:
-        for i in range(n):
+        for i in order:
             body = {"id": f"chatcmpl-{i}", "object": "chat.completion", "model": MODEL,
                     "choices": [{"index": 0, "finish_reason": "stop", "message": {
                         "role": "assistant", "content": f"The answer is {i + 1}."}}],

@@ -247,8 +247,11 @@ def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(counts))
 
 
-#: Item outcomes written per statement: memory stays flat in the size of the batch.
-OUTCOME_CHUNK = 1000
+#: Item outcomes written per statement, sorted by item id: memory stays flat in the size of
+#: the batch, and the rows (and their history's index entries) are visited in key order, not in
+#: the result file's order, which follows no order at all (a shuffled 50,000-line file took
+#: 3.2 s unsorted in chunks of 1,000, 2.45 s sorted in chunks of 5,000).
+OUTCOME_CHUNK = 5000
 
 
 def _apply(conn: Connection, batch: Batch,
@@ -262,12 +265,21 @@ def _apply(conn: Connection, batch: Batch,
                                 not_before=not_before))
         counts[decision.outcome.value] += 1
         if counts.total() == halfway or len(pending) >= OUTCOME_CHUNK:
-            record_item_outcomes(conn, pending, now)
+            _record_sorted(conn, pending, now)
             pending = []
             if counts.total() == halfway:
                 crash_point("mid_ingest")
-    record_item_outcomes(conn, pending, now)
+    _record_sorted(conn, pending, now)
     return counts
+
+
+def _record_sorted(conn: Connection, pending: list[ItemOutcome], now: float) -> None:
+    pending.sort(key=_item_id)
+    record_item_outcomes(conn, pending, now)
+
+
+def _item_id(outcome: ItemOutcome) -> str:
+    return outcome.item_id
 
 
 def _outcome(item_id: str, decision: Decision, row: ProviderResultRow | None, now: float, *,

@@ -6,9 +6,8 @@ from sqlalchemy import Connection
 
 from tracker.context import Context, log, new_batch_id
 from tracker.crashpoints import crash_point
-from tracker.states import ItemStatus
 from tracker.store import batches, items
-from tracker.store.transitions import move_items
+from tracker.store.transitions import move_queued_prefix
 
 #: Bytes a JSONL line adds around the payload (custom_id, method, url, model).
 LINE_OVERHEAD = 200
@@ -55,30 +54,17 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
         allowed, token_room, alone = _room(conn, provider, model, now, token_cap, per_hour)
         if not allowed:
             return False
-        candidates = items.queued_for_packing(conn, provider, model, now, limit)
-        if not candidates:
-            return False
-        model_bytes = len(model.encode())
-        ids: list[str] = []
-        size = tokens = 0
-        for item in candidates:
-            line = item.payload_bytes + len(item.id.encode()) + model_bytes + LINE_OVERHEAD
-            if ids and size + line > max_bytes:
-                break
-            if (token_room is not None and tokens + item.est_tokens > token_room
-                    and (ids or not alone)):
-                break
-            ids.append(item.id)
-            size += line
-            tokens += item.est_tokens
-        if not ids:
+        prefix = items.packable_prefix(
+            conn, provider, model, now, limit=limit, max_bytes=max_bytes,
+            line_bytes=len(model.encode()) + LINE_OVERHEAD, token_room=token_room, alone=alone)
+        if not prefix.count:
             return False
         batch_id = new_batch_id()
         batches.insert_packed(conn, batch_id, provider, model, ctx.endpoint(provider, model),
-                              f"packed {len(ids)} items", len(ids), tokens, now)
-        move_items(conn, ids, ItemStatus.QUEUED, ItemStatus.IN_BATCH,
-                   f"packed into batch {batch_id}", now, {"attempts": "attempts + 1"},
-                   batch_id=batch_id)
-    log.info("batch %s: packed %d items for %s/%s", batch_id, len(ids), provider, model)
+                              f"packed {prefix.count} items", prefix.count, prefix.est_tokens,
+                              now)
+        move_queued_prefix(conn, provider, model, now, prefix.last_key, prefix.count,
+                           f"packed into batch {batch_id}", batch_id=batch_id)
+    log.info("batch %s: packed %d items for %s/%s", batch_id, prefix.count, provider, model)
     crash_point("after_pack")
     return True

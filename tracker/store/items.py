@@ -18,24 +18,41 @@ _IN_BATCH = str(ItemStatus.IN_BATCH)
 
 
 @dataclass(frozen=True)
-class PackCandidate:
-    """A queued item as packing sees it: its payload's size in UTF-8 bytes, its tokens."""
+class PackablePrefix:
+    """The queued items a new batch takes: the first `count` in enqueue order, up to the one
+    whose enqueue-order key is `last_key`, carrying `est_tokens` tokens."""
 
-    id: str
-    payload_bytes: int
+    count: int
     est_tokens: int
+    last_key: int
 
 
-def queued_for_packing(conn: Connection, provider: str, model: str, now: float,
-                       limit: int) -> list[PackCandidate]:
-    """Queued items of `provider`/`model` whose back-off has passed, in enqueue order."""
-    rows = conn.execute(
-        text(f"SELECT id, {byte_length(conn, 'payload')} AS size, est_tokens FROM items "
+def packable_prefix(conn: Connection, provider: str, model: str, now: float, *, limit: int,
+                    max_bytes: int, line_bytes: int, token_room: int | None,
+                    alone: bool) -> PackablePrefix:
+    """The longest run of queued items of `provider`/`model` (back-off passed, enqueue order,
+    at most `limit`) whose request lines fit in `max_bytes` (each line: the payload and id in
+    UTF-8 bytes plus `line_bytes`) and whose tokens fit in `token_room` (None: no cap). The
+    first item always fits the bytes (or it could never be sent), and the tokens only when
+    `alone` (nothing else in flight). Counted by the database: no row reaches Python."""
+    order = enqueue_order(conn)
+    size = f"{byte_length(conn, 'payload')} + {byte_length(conn, 'id')} + :line_bytes"
+    row = conn.execute(
+        text("SELECT count(*) AS n, COALESCE(sum(est_tokens), 0) AS tokens, "
+             "COALESCE(max(k), 0) AS last_key FROM ("
+             "SELECT k, est_tokens, row_number() OVER w AS rn, sum(size) OVER w AS bytes, "
+             "sum(est_tokens) OVER w AS tokens FROM ("
+             f"SELECT {order} AS k, {size} AS size, est_tokens FROM items "
              "WHERE status = :queued AND provider = :p AND model = :m AND not_before <= :now "
-             f"ORDER BY {enqueue_order(conn)} LIMIT :n"),
-        {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "now": now, "n": limit},
-    ).all()
-    return [PackCandidate(row.id, int(row.size), int(row.est_tokens)) for row in rows]
+             f"ORDER BY {order} LIMIT :n) AS candidates "
+             "WINDOW w AS (ORDER BY k ROWS UNBOUNDED PRECEDING)) AS running "
+             "WHERE (rn = 1 OR bytes <= :max_bytes) "
+             "AND (:no_cap OR tokens <= :room OR (rn = 1 AND :alone))"),
+        {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "now": now, "n": limit,
+         "line_bytes": line_bytes, "max_bytes": max_bytes, "no_cap": token_room is None,
+         "room": token_room or 0, "alone": alone},
+    ).one()
+    return PackablePrefix(int(row.n), int(row.tokens), int(row.last_key))
 
 
 def any_queued(engine: Engine, provider: str, model: str, now: float) -> bool:

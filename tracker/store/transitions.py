@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, text
 from tracker.errors import StaleTransition
 from tracker.states import TABLES, BatchStatus, ItemStatus, check_allowed
 from tracker.storable import storable_text
+from tracker.store.dialect import enqueue_order
 from tracker.store.engine import is_postgresql
 
 
@@ -90,6 +91,28 @@ def transition_many(
             frm,
             to,
         )
+
+
+def move_queued_prefix(conn: Connection, provider: str, model: str, now: float, last_key: int,
+                       count: int, reason: str, *, batch_id: str) -> None:
+    """Move into `batch_id` the queued items of `provider`/`model` whose back-off has passed,
+    in enqueue order up to the key `last_key` (`items.packable_prefix`): one statement, each
+    item counting one more attempt. `StaleTransition` unless exactly `count` rows moved (an
+    item enqueued or cancelled by another writer since the prefix was counted)."""
+    frm, to = str(ItemStatus.QUEUED), str(ItemStatus.IN_BATCH)
+    check_allowed("item", f"(the queued items of {provider}/{model})", frm, to)
+    order = enqueue_order(conn)
+    moved = conn.execute(
+        text("UPDATE items SET status = :to, status_reason = :reason, updated_at = :now, "
+             "batch_id = :batch, attempts = attempts + 1 "
+             "WHERE status = :frm AND provider = :p AND model = :m AND not_before <= :now "
+             f"AND {order} <= :last"),
+        {"to": to, "reason": storable_text(reason), "now": now, "batch": batch_id, "frm": frm,
+         "p": provider, "m": model, "last": last_key},
+    ).rowcount
+    if moved != count:
+        raise StaleTransition("item", f"({moved} rows moved, {count} counted) of the queued "
+                              f"items of {provider}/{model}", frm, to)
 
 
 @dataclass(frozen=True)
