@@ -113,7 +113,8 @@ def run_tracker(url: str, output: Path) -> dict[str, float]:
         def fetch_results(self, provider_batch_id: str, *,
                           expected_custom_ids: Iterable[str] | None = None,
                           directory: Path | None = None,
-                          skip_unavailable: bool = False) -> OpenAIFetchedResults:
+                          skip_unavailable: bool = False,
+                          last_seen: ProviderBatch | None = None) -> OpenAIFetchedResults:
             status = ProviderBatch(provider_batch_id, "completed",
                                    normalize_status("completed"))
             return OpenAIFetchedResults(status, output.parent, [output], expected_custom_ids,

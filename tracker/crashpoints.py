@@ -43,9 +43,8 @@ def writing() -> Iterator[None]:
 
 
 def _pause_here() -> None:
-    """Stop the process once no other thread is inside a write transaction. A point inside a
-    transaction of its own (`mid_ingest`) would wait for writers blocked on it: such points
-    are for `TRACKER_CRASH_AT` only, never paused at."""
+    """Stop the process once no other thread is inside a write transaction (every point is
+    outside its own thread's transactions)."""
     global _pausing
     me = threading.get_ident()
     with _gate:
@@ -68,8 +67,8 @@ POINTS = (
     "before_create_call",  # the lease was checked just now; the create is sent next
     "after_create",  # the create POST returned, its batch id not yet stored
     "before_ingest_write",  # results downloaded and verified, nothing written yet
-    "mid_ingest",  # half the items updated inside the ingest transaction (rolled back)
-    "after_ingest",  # the ingest transaction committed, before cleanup
+    "mid_ingest",  # half the items stored (committed), the batch not yet closed
+    "after_ingest",  # the last ingest transaction (closing the batch) committed, before cleanup
 )
 
 

@@ -1,7 +1,8 @@
 """Polling many open batches walks the provider's list of batches, a page per call, instead of
 reading each batch: 1,000 open batches cost about 10 calls a cycle. A batch the list does not
 show yet (lists lag behind creates) is read on its own, and a list that fails falls back to
-reading each batch.
+reading each batch. Ingest downloads the files the stored status names without reading the
+batch again.
 
 The real steps in-process, the real `openai` SDK over HTTP to the fake Batch API, every call
 counted at the server; one manual clock, nothing sleeps.
@@ -16,7 +17,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.integration.daemon_harness import batches, enqueue, make_config, make_context
+from tests.integration.daemon_harness import (
+    batches,
+    drive,
+    enqueue,
+    items_by_status,
+    make_config,
+    make_context,
+)
 from tracker.actions import request_cancel
 from tracker.context import Context
 from tracker.steps import pack, poll, submit
@@ -168,3 +176,15 @@ def test_poll__many_listed_statuses_beside_the_heartbeat__no_deadlock(
     assert failures == []
     assert "Deadlock" not in caplog.text
     assert {b.last_seen_at for b in batches(ctx)} == {clock()}
+
+
+def test_ingest__files_the_poll_stored__the_batch_is_not_read_again(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_context(engine, server, clock, tmp_path, make_config(max_prompts=2))
+    enqueue(ctx, {"a": "one", "b": "two", "bad": "three [fail:400]"})
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 2, "failed": 1}
+    assert {b.error_file_id is not None for b in batches(ctx)} == {True, False}
+    reads = [path for method, path in calls(server, 0)
+             if method == "GET" and path.startswith("/v1/batches/")]
+    assert reads == []  # the list showed each batch ended, with its files

@@ -244,8 +244,12 @@ def test_unexpected_error_on_one_batch__recorded_and_the_others_go_on(
     stuck = batches(ctx)[0].id
     with write(engine) as conn:  # the database refuses to close this one batch
         _refuse_to_ingest(conn, stuck)
-    until(ctx, clock, lambda: items_by_status(ctx) == {"in_batch": 1, "succeeded": 2},
-          max_ticks=60)
+    def closed(batch_id: str) -> bool:
+        return next(b for b in batches(ctx) if b.id == batch_id).status == "ingested"
+
+    others = [b.id for b in batches(ctx) if b.id != stuck]
+    until(ctx, clock, lambda: all(closed(b) for b in others), max_ticks=60)
+    assert not closed(stuck)  # its item is stored (its own transaction); the close is refused
     report = status_report(ctx.engine, clock())
     errors = {e["id"]: e["last_error"] for e in report["batch_errors"]}
     assert "disk is full" in errors[stuck]
@@ -254,6 +258,8 @@ def test_unexpected_error_on_one_batch__recorded_and_the_others_go_on(
                           + (" ON batches" if engine.dialect.name == "postgresql" else "")))
     drive(ctx, clock)
     assert items_by_status(ctx) == {"succeeded": 3}
+    assert closed(stuck)
+    assert next(b for b in batches(ctx) if b.id == stuck).succeeded_count == 1
 
 
 # -- 6. a batch that fails with no errors ----------------------------------------------------

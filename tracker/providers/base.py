@@ -303,8 +303,12 @@ class BaseBatchProvider(ABC):
         expected_custom_ids: Iterable[str] | None = None,
         directory: Path | None = None,
         skip_unavailable: bool = False,
+        last_seen: ProviderBatch | None = None,
     ) -> FetchedResults:
         """Download and parse the output and error files of a terminal batch.
+
+        `last_seen` is the batch's status as the tracker last stored it: a provider may use
+        its file ids instead of reading the batch again when they are all its counts promise.
 
         Raises `ResultsNotReady` while a file is promised but not downloadable (unless
         `skip_unavailable`), `TransientProviderError` for a cut-off or short download.

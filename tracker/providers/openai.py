@@ -276,9 +276,11 @@ class OpenAIBatchProvider(BaseBatchProvider):
         expected_custom_ids: Iterable[str] | None = None,
         directory: Path | None = None,
         skip_unavailable: bool = False,
+        last_seen: ProviderBatch | None = None,
     ) -> OpenAIFetchedResults:
         try:
-            status = self.poll_status(provider_batch_id)
+            status = (last_seen if last_seen is not None and self._has_its_files(last_seen)
+                      else self.poll_status(provider_batch_id))
         except PermanentProviderError as exc:
             if exc.status_code == 404 and skip_unavailable and directory is not None:
                 return self._kept_results(provider_batch_id, directory, expected_custom_ids)
@@ -303,6 +305,15 @@ class OpenAIBatchProvider(BaseBatchProvider):
             raise
         return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
                                     remove_directory=not keep, lenient=skip_unavailable)
+
+    @classmethod
+    def _has_its_files(cls, status: ProviderBatch) -> bool:
+        """A terminal status that names a file for every line its counts promise (files can
+        come after the status does: then the batch is read again)."""
+        return status.is_terminal and all(
+            file_id is not None or expected == 0
+            for _kind, file_id, expected in cls._result_files(status)) and bool(
+            status.output_file_id or status.error_file_id)
 
     @staticmethod
     def _kept_results(provider_batch_id: str, directory: Path,

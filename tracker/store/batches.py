@@ -211,6 +211,18 @@ def add_failure(conn: Connection, batch_id: str) -> int:
         {"id": batch_id}).scalar_one())
 
 
+def add_ingest_counts(conn: Connection, batch_id: str, succeeded: int, failed: int,
+                      requeued: int, cancelled: int) -> tuple[int, int, int, int]:
+    """Add a chunk of ingested items to the batch's summary; returns the totals so far."""
+    row = conn.execute(
+        text("UPDATE batches SET succeeded_count = succeeded_count + :s, "
+             "failed_count = failed_count + :f, requeued_count = requeued_count + :r, "
+             "cancelled_count = cancelled_count + :c WHERE id = :id "
+             "RETURNING succeeded_count, failed_count, requeued_count, cancelled_count"),
+        {"s": succeeded, "f": failed, "r": requeued, "c": cancelled, "id": batch_id}).one()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
 def set_error(conn: Connection, batch_id: str, message: str, next_action_at: float,
               now: float) -> None:
     conn.execute(

@@ -19,6 +19,7 @@ Line markers beyond [fail:NNN], [fail-once:NNN], [slow], [invalid]:
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -118,7 +119,10 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 
 class FakeBatchState:
-    """Everything the fake server remembers; all methods take the lock."""
+    """Everything the fake server remembers. Batch reads and changes take the lock; uploads,
+    downloads and creates do not (each is one dict operation, atomic in CPython), so one batch
+    running its lines, which can take seconds, does not hold up the others' files, as no real
+    server would."""
 
     def __init__(self, *, clock: Callable[[], float], validating_seconds: float,
                  in_progress_seconds: float, finalizing_seconds: float,
@@ -150,7 +154,7 @@ class FakeBatchState:
         self.executions: list[tuple[str, str, str]] = []
         self.responder: Responder | None = None
         self._failed_once: set[str] = set()
-        self._seq = 0
+        self._seq = itertools.count(1)
 
     def _within(self, start: float, seconds: float) -> bool:
         """True while the clock is less than `seconds` (> 0; may be inf) past `start`."""
@@ -160,12 +164,11 @@ class FakeBatchState:
 
     def add_file(self, filename: str, purpose: str, content: bytes,
                  kind: str | None = None) -> FileRecord:
-        with self.lock:
-            now = self.clock()
-            record = FileRecord(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, content,
-                                int(now), kind, now)
-            self.files[record.id] = record
-            return record
+        now = self.clock()
+        record = FileRecord(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, content,
+                            int(now), kind, now)
+        self.files[record.id] = record
+        return record
 
     def upload(self, filename: str, purpose: str, content: bytes) -> FileRecord:
         if purpose not in UPLOAD_PURPOSES:
@@ -183,19 +186,18 @@ class FakeBatchState:
         return self.add_file(filename, purpose, content)
 
     def get_file(self, file_id: str) -> FileRecord:
-        with self.lock:
-            if file_id not in self.files:
-                raise ApiError(404, f"No such File object: {file_id}", param="id")
-            return self.files[file_id]
+        record = self.files.get(file_id)
+        if record is None:
+            raise ApiError(404, f"No such File object: {file_id}", param="id")
+        return record
 
     def file_content(self, file_id: str) -> bytes:
         """The download answer; a result file may be missing for a while (the switch)."""
-        with self.lock:
-            record = self.get_file(file_id)
-            if record.purpose == "batch_output" and record.kind in self.file_not_found_kinds \
-                    and self._within(record.created, self.file_not_found_seconds):
-                raise ApiError(404, f"No such File object: {file_id}", param="id")
-            return record.content
+        record = self.get_file(file_id)
+        if record.purpose == "batch_output" and record.kind in self.file_not_found_kinds \
+                and self._within(record.created, self.file_not_found_seconds):
+            raise ApiError(404, f"No such File object: {file_id}", param="id")
+        return record.content
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -221,12 +223,10 @@ class FakeBatchState:
                     raise ApiError(400, f"Invalid type for 'metadata.{key}': expected a "
                                    f"string, but got {type(value).__name__} instead.",
                                    param=f"metadata.{key}", code="invalid_type")
-        with self.lock:
-            self._seq += 1
-            record = BatchRecord(f"batch_{uuid.uuid4().hex}", self._seq, body["input_file_id"],
-                                 endpoint, metadata, self.clock())
-            self.batches[record.id] = record
-            return record
+        record = BatchRecord(f"batch_{uuid.uuid4().hex}", next(self._seq),
+                             body["input_file_id"], endpoint, metadata, self.clock())
+        self.batches[record.id] = record
+        return record
 
     def get_batch(self, batch_id: str, *, api: bool = False) -> BatchRecord:
         """The batch, brought up to date; `api`: as the API answers (batch_not_found)."""
@@ -241,7 +241,7 @@ class FakeBatchState:
     def list_batches(self) -> list[BatchRecord]:
         """The list answer, newest first, without batches younger than list_lag_seconds."""
         with self.lock:
-            records = sorted((b for b in self.batches.values()
+            records = sorted((b for b in list(self.batches.values())
                               if not self._within(b.created, self.list_lag_seconds)),
                              key=lambda b: (b.created, b.seq), reverse=True)
             for record in records:
@@ -339,7 +339,7 @@ class FakeBatchState:
     def _token_limit_errors(self, b: BatchRecord) -> list[dict[str, Any]]:
         if self.enqueued_token_limit is None or not b.model:
             return []
-        queued = sum(o.est_tokens for o in self.batches.values() if o is not b
+        queued = sum(o.est_tokens for o in list(self.batches.values()) if o is not b
                      and o.model == b.model and o.status in ("in_progress", "finalizing"))
         if queued + b.est_tokens <= self.enqueued_token_limit:
             return []

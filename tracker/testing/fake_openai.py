@@ -313,7 +313,7 @@ class FakeOpenAI:
             filename, purpose, content = _parse_upload(headers, body)
             return _json(200, state.upload(filename, purpose, content).as_json())
         if parts == ["files"] and method == "GET":
-            records = sorted(state.files.values(), key=lambda f: f.created_at,
+            records = sorted(list(state.files.values()), key=lambda f: f.created_at,
                              reverse=query.get("order", ["desc"])[0] != "asc")
             wanted = query.get("purpose", [None])[0]
             data = [f.as_json() for f in records if wanted is None or f.purpose == wanted]
@@ -329,8 +329,7 @@ class FakeOpenAI:
             return 200, {"Content-Type": "application/octet-stream"}, content
         if parts == ["batches"] and method == "POST":
             record = state.create_batch(json.loads(body or b"{}"))
-            with state.lock:
-                return _json(200, state.batch_json(record))
+            return _json(200, state.batch_json(record))  # fields read once each, no lock
         if parts == ["batches"] and method == "GET":
             with state.lock:
                 data = [state.batch_json(b) for b in state.list_batches()]
