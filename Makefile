@@ -10,7 +10,8 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]' \
+		--config-settings editable_mode=compat  # a path in a .pth, as fast to import as an install
 	touch $(STAMP)
 
 install: $(STAMP)
