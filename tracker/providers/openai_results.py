@@ -57,9 +57,11 @@ def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> P
         raise CorruptResultLine("result line has no custom_id")
     response = line.get("response")
     error = line.get("error")
-    raw_metadata = {k: v for k, v in line.items() if k != "response"}
+    raw_metadata = dict(line)  # copies made in C, then the part not kept dropped
+    raw_metadata.pop("response", None)
     if isinstance(response, dict):
-        raw_metadata["response"] = {k: v for k, v in response.items() if k != "body"}
+        raw_metadata["response"] = kept = dict(response)
+        kept.pop("body", None)
         status_code = response.get("status_code")
         body = response.get("body")
         if type(status_code) is int and status_code < 400 and not error:
@@ -105,7 +107,9 @@ def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> P
 def _parsed(raw: bytes, name: str, number: int) -> ProviderResultRow:
     text: str | None
     try:
-        text = raw.decode("utf-8-sig")  # a byte order mark, if any, is not part of the line
+        text = raw.decode("utf-8")  # the codec "utf-8-sig" would do the next line, in Python
+        if text.startswith("\ufeff"):
+            text = text[1:]  # a byte order mark is not part of the line
     except UnicodeDecodeError:
         text = None  # not UTF-8: parsed from the bytes as json allows; stored re-encoded
     try:
