@@ -30,7 +30,9 @@ first subprocess until every result is on disk; both poll every `--poll` seconds
    (`max_prompts_per_batch: N/20`) on a fresh database `tracker_bench_e2e` (created afresh for
    each run and dropped after it; nothing else on the server is touched), `tracker
    init` not timed, then enqueue and 1, then 3, `tracker run --until-idle` workers side by
-   side; floor: `bench/bare_sdk.py` on the same 20-batch split.
+   side; floor: `bench/bare_sdk.py` on the same 20-batch split. Then the same again with every
+   call to the fake server taking 100 ms (`--latency-seconds`), as calls to a real provider
+   do: where several workers overlap their calls (both pairs run on the same cores).
 Every tracker run is checked afterwards (`tracker status --json`: N items succeeded). Peak RSS
 is each process's from `wait4` (`harness.wait`: the child's own where it is above this
 process's peak when the child started); for the tracker, the largest of its processes. The note
@@ -79,6 +81,9 @@ BARE_SDK = Path(__file__).resolve().with_name("bare_sdk.py")
 MAX_LINES_PER_BATCH = 50_000
 PG_DATABASE = "tracker_bench_e2e"
 PG_BATCHES = 20
+#: Seconds every call takes in the second PostgreSQL pair: a call to a real provider crosses
+#: the internet (the fake answers on loopback in about a millisecond).
+LATENCY = 0.1
 
 
 # -- the workload ---------------------------------------------------------------------------
@@ -106,12 +111,12 @@ class Side:
 
 
 def bare_sdk(procs: Processes, work: Path, items: Path, n: int, batch_size: int,
-             poll: float) -> Side:
+             poll: float, latency: float = 0.0) -> Side:
     """The floor: bare_sdk.py against a fresh fake server; checks it downloaded n lines."""
     out_dir = work / "bare-out"
     shutil.rmtree(out_dir, ignore_errors=True)
     log = work / "bare-sdk.log"
-    with fake_server(procs, work, instant=True) as base_url:
+    with fake_server(procs, work, instant=True, latency=latency) as base_url:
         env = {**os.environ, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": base_url}
         start = time.perf_counter()
         rss = procs.run([sys.executable, str(BARE_SDK), str(items), str(out_dir),
@@ -171,13 +176,13 @@ def per_worker(logs: list[Path]) -> str:
 
 
 def tracker(procs: Processes, work: Path, items: Path, n: int, db_url: str, batch_size: int,
-            poll: float, workers: int = 1, export: bool = False) -> Side:
+            poll: float, workers: int = 1, export: bool = False, latency: float = 0.0) -> Side:
     """enqueue + `workers` x `run --until-idle` against a fresh fake server, timed; then
     checked with `tracker status --json`, and with `export` `tracker results -o` timed."""
     config = work / "llm_config.yaml"
     logs = [work / f"worker-{k}.log" for k in range(1, workers + 1)]
     tracker_cmd = [sys.executable, "-m", "tracker"]
-    with fake_server(procs, work, instant=True) as base_url:
+    with fake_server(procs, work, instant=True, latency=latency) as base_url:
         write_config(config, base_url, batch_size)
         env = {**os.environ, "OPENAI_API_KEY": API_KEY, "TRACKER_DB": db_url,
                "TRACKER_CONFIG": str(config)}
@@ -332,32 +337,35 @@ def postgresql_run(procs: Processes, work: Path, items: Path, n: int, poll: floa
     batch_size = math.ceil(n / PG_BATCHES)
     batches = math.ceil(n / batch_size)
     split = f"{batches}x{count_label(batch_size)}"
-    print(f"PostgreSQL: {n:,} items in {batches} batches of {batch_size:,}, poll {poll:g} s, "
-          f"database {PG_DATABASE} (dropped at the end)", flush=True)
-    floor = bare_sdk(procs, work / "pg-bare", items, n, batch_size, poll)
-    print(f"  bare SDK script: {floor.seconds:7.2f} s (peak RSS {floor.peak_rss_mb:.0f} MB)",
-          flush=True)
-    sides: dict[int, Side] = {}
-    for workers in (1, 3):
-        with pg_database(PG_DATABASE) as db_url:
-            side = tracker(procs, work / f"pg-tracker-{workers}", items, n, db_url,
-                           batch_size, poll, workers)
-        sides[workers] = side
-        d = side.detail
-        print(f"  tracker, {workers} worker(s): {side.seconds:7.2f} s (enqueue "
-              f"{d['enqueue_seconds']:.2f} s, run {d['run_seconds']:.2f} s; peak RSS "
-              f"enqueue {d['enqueue_rss_mb']:.0f} MB, run {d['run_rss_mb']:.0f} MB), "
-              f"{side.seconds / floor.seconds:.2f}x the floor", flush=True)
-        print(f"                   {side.note}", flush=True)
-    print(f"  3 workers / 1 worker: {sides[3].seconds / sides[1].seconds:.2f}x")
-    for workers, side in sides.items():
-        d = side.detail
-        emit_result(f"end to end {split}, {workers} worker{'s' if workers > 1 else ''}",
-                    "postgresql", side.seconds, floor.seconds, "s", "report", side.peak_rss_mb,
-                    f"enqueue {d['enqueue_seconds']:.2f} s + run {d['run_seconds']:.2f} s; "
-                    f"{side.note}; floor: bare script on the same split")
-    emit_result("3 workers vs 1", "postgresql", sides[3].seconds, sides[1].seconds, "s", "< 1x",
-                None, f"{split}: 3-worker seconds / 1-worker seconds")
+    for latency in (0.0, LATENCY):
+        on = f", {latency * 1000:.0f} ms a call" if latency else ""
+        print(f"PostgreSQL: {n:,} items in {batches} batches of {batch_size:,}, poll {poll:g} s"
+              f"{on}, database {PG_DATABASE} (dropped at the end)", flush=True)
+        floor = bare_sdk(procs, work / "pg-bare", items, n, batch_size, poll, latency)
+        print(f"  bare SDK script: {floor.seconds:7.2f} s (peak RSS {floor.peak_rss_mb:.0f} MB)",
+              flush=True)
+        sides: dict[int, Side] = {}
+        for workers in (1, 3):
+            with pg_database(PG_DATABASE) as db_url:
+                side = tracker(procs, work / f"pg-tracker-{workers}", items, n, db_url,
+                               batch_size, poll, workers, latency=latency)
+            sides[workers] = side
+            d = side.detail
+            print(f"  tracker, {workers} worker(s): {side.seconds:7.2f} s (enqueue "
+                  f"{d['enqueue_seconds']:.2f} s, run {d['run_seconds']:.2f} s; peak RSS "
+                  f"enqueue {d['enqueue_rss_mb']:.0f} MB, run {d['run_rss_mb']:.0f} MB), "
+                  f"{side.seconds / floor.seconds:.2f}x the floor", flush=True)
+            print(f"                   {side.note}", flush=True)
+        print(f"  3 workers / 1 worker: {sides[3].seconds / sides[1].seconds:.2f}x")
+        for workers, side in sides.items():
+            d = side.detail
+            emit_result(f"end to end {split}{on}, {workers} worker{'s' if workers > 1 else ''}",
+                        "postgresql", side.seconds, floor.seconds, "s", "report",
+                        side.peak_rss_mb, f"enqueue {d['enqueue_seconds']:.2f} s + run "
+                        f"{d['run_seconds']:.2f} s; {side.note}; floor: bare script on the "
+                        "same split")
+        emit_result(f"3 workers vs 1{on}", "postgresql", sides[3].seconds, sides[1].seconds,
+                    "s", "< 1x", None, f"{split}: 3-worker seconds / 1-worker seconds")
 
 
 def main() -> None:

@@ -302,14 +302,17 @@ def wait(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, float]:
 
 
 @contextmanager
-def fake_server(procs: Processes, directory: Path, *, instant: bool = False) -> Iterator[str]:
+def fake_server(procs: Processes, directory: Path, *, instant: bool = False,
+                latency: float = 0.0) -> Iterator[str]:
     """A fresh fake OpenAI Batch API (`python -m tracker.testing.fake_openai`) in a process of
     its own, on loopback, its output in `directory`/fake-server.log; its base_url. `instant`:
-    no lag (a batch is `completed` at the first retrieve after its create)."""
+    no lag (a batch is `completed` at the first retrieve after its create). `latency`: real
+    seconds every request takes, as over the internet."""
     url_file = directory / "fake-server-url"
     url_file.unlink(missing_ok=True)
     lag = ["--validating-seconds", "0", "--in-progress-seconds", "0",
            "--finalizing-seconds", "0"] if instant else []
+    lag += ["--latency-seconds", str(latency)] if latency else []
     proc = procs.start([sys.executable, "-m", "tracker.testing.fake_openai",
                         "--port-file", str(url_file), *lag],
                        log=directory / "fake-server.log")

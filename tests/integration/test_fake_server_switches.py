@@ -263,6 +263,14 @@ def test_garble_fault__the_middle_line_is_cut_the_others_whole(serve: Serve,
         json.loads(garbled[2])
 
 
+def test_latency__every_request_takes_that_long(serve: Serve) -> None:
+    _server, client = serve(latency_seconds=0.3)
+    for call in (client.batches.list, lambda: _submit(client, "one")):
+        start = time.monotonic()
+        call()
+        assert time.monotonic() - start >= 0.3
+
+
 def test_cli__switch_flags_reach_the_server(tmp_path: Path) -> None:
     port_file = tmp_path / "url.txt"
     command = [sys.executable, "-m", "tracker.testing.fake_openai", "--port-file",

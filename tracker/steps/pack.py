@@ -63,8 +63,8 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
         batches.insert_packed(conn, batch_id, provider, model, ctx.endpoint(provider, model),
                               f"packed {prefix.count} items", prefix.count, prefix.est_tokens,
                               now)
-        move_queued_prefix(conn, provider, model, now, prefix.last_key, prefix.count,
-                           f"packed into batch {batch_id}", batch_id=batch_id)
+        move_queued_prefix(conn, provider, model, now, (prefix.first_key, prefix.last_key),
+                           prefix.count, f"packed into batch {batch_id}", batch_id=batch_id)
     log.info("batch %s: packed %d items for %s/%s", batch_id, prefix.count, provider, model)
     crash_point("after_pack")
     return True

@@ -19,11 +19,12 @@ _IN_BATCH = str(ItemStatus.IN_BATCH)
 
 @dataclass(frozen=True)
 class PackablePrefix:
-    """The queued items a new batch takes: the first `count` in enqueue order, up to the one
-    whose enqueue-order key is `last_key`, carrying `est_tokens` tokens."""
+    """The queued items a new batch takes: the first `count` in enqueue order, those whose
+    enqueue-order keys run from `first_key` to `last_key`, carrying `est_tokens` tokens."""
 
     count: int
     est_tokens: int
+    first_key: int
     last_key: int
 
 
@@ -39,7 +40,7 @@ def packable_prefix(conn: Connection, provider: str, model: str, now: float, *, 
     size = f"{byte_length(conn, 'payload')} + {byte_length(conn, 'id')} + :line_bytes"
     row = conn.execute(
         text("SELECT count(*) AS n, COALESCE(sum(est_tokens), 0) AS tokens, "
-             "COALESCE(max(k), 0) AS last_key FROM ("
+             "COALESCE(min(k), 0) AS first_key, COALESCE(max(k), 0) AS last_key FROM ("
              "SELECT k, est_tokens, row_number() OVER w AS rn, sum(size) OVER w AS bytes, "
              "sum(est_tokens) OVER w AS tokens FROM ("
              f"SELECT {order} AS k, {size} AS size, est_tokens FROM items "
@@ -52,7 +53,7 @@ def packable_prefix(conn: Connection, provider: str, model: str, now: float, *, 
          "line_bytes": line_bytes, "max_bytes": max_bytes, "no_cap": token_room is None,
          "room": token_room or 0, "alone": alone},
     ).one()
-    return PackablePrefix(int(row.n), int(row.tokens), int(row.last_key))
+    return PackablePrefix(int(row.n), int(row.tokens), int(row.first_key), int(row.last_key))
 
 
 def any_queued(engine: Engine, provider: str, model: str, now: float) -> bool:

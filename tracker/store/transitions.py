@@ -92,10 +92,12 @@ def transition_many(
         )
 
 
-def move_queued_prefix(conn: Connection, provider: str, model: str, now: float, last_key: int,
-                       count: int, reason: str, *, batch_id: str) -> None:
-    """Move into `batch_id` the queued items of `provider`/`model` whose back-off has passed,
-    in enqueue order up to the key `last_key` (`items.packable_prefix`): one statement, each
+def move_queued_prefix(conn: Connection, provider: str, model: str, now: float,
+                       keys: tuple[int, int], count: int, reason: str, *,
+                       batch_id: str) -> None:
+    """Move into `batch_id` the queued items of `provider`/`model` whose back-off has passed
+    and whose enqueue-order keys are within `keys` (first, last; `items.packable_prefix`; the
+    range keeps the scan to the prefix, not every item packed before it): one statement, each
     item counting one more attempt. `StaleTransition` unless exactly `count` rows moved (an
     item enqueued or cancelled by another writer since the prefix was counted)."""
     frm, to = str(ItemStatus.QUEUED), str(ItemStatus.IN_BATCH)
@@ -105,9 +107,9 @@ def move_queued_prefix(conn: Connection, provider: str, model: str, now: float, 
         text("UPDATE items SET status = :to, status_reason = :reason, updated_at = :now, "
              "batch_id = :batch, attempts = attempts + 1 "
              "WHERE status = :frm AND provider = :p AND model = :m AND not_before <= :now "
-             f"AND {order} <= :last"),
+             f"AND {order} BETWEEN :first AND :last"),
         {"to": to, "reason": storable_text(reason), "now": now, "batch": batch_id, "frm": frm,
-         "p": provider, "m": model, "last": last_key},
+         "p": provider, "m": model, "first": keys[0], "last": keys[1]},
     ).rowcount
     if moved != count:
         raise StaleTransition("item", f"({moved} rows moved, {count} counted) of the queued "

@@ -17,6 +17,8 @@ all off by default, timed on the fake clock; `inf` means forever):
 `batch_not_found_seconds`: retrieve and cancel of a batch answer 404 this long after creation.
 `file_not_found_seconds`, `file_not_found_kinds`: result file downloads 404 this long.
 `cancel_refusal_status`: not 409: cancelling an ended or cancelling batch answers this status.
+`latency_seconds` (real seconds, not the fake clock): every request waits this long before it
+is handled, holding no lock, as a call over the internet does (the benchmarks' scale-out row).
 
     python -m tracker.testing.fake_openai --port-file url.txt
 """
@@ -138,7 +140,11 @@ class FakeOpenAI:
         file_not_found_seconds: float = 0.0,
         file_not_found_kinds: frozenset[str] = RESULT_KINDS,
         cancel_refusal_status: int = 409,
+        latency_seconds: float = 0.0,
     ) -> None:
+        #: Real seconds every request takes before it is handled (no lock held meanwhile), as
+        #: a call over the internet does; settable live.
+        self.latency_seconds = latency_seconds
         self.state = FakeBatchState(
             clock=clock, validating_seconds=validating_seconds,
             in_progress_seconds=in_progress_seconds, finalizing_seconds=finalizing_seconds,
@@ -446,6 +452,8 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             path, query = url.path, parse_qs(url.query)
             body = self._body()
+            if server.latency_seconds > 0:
+                time.sleep(server.latency_seconds)
             fault = server._pick_fault(self.command, path)
             if fault is not None:
                 server.fault_counts[fault.kind] += 1
@@ -506,6 +514,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--random-fault-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--port-file", type=Path, default=None)
+    parser.add_argument("--latency-seconds", type=float, default=0.0,
+                        help="real seconds every request takes, as over the internet")
     _add_switch_flags(parser)
     args = parser.parse_args(argv)
     server = FakeOpenAI(
@@ -518,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
         batch_not_found_seconds=args.batch_not_found_seconds,
         file_not_found_seconds=args.file_not_found_seconds,
         file_not_found_kinds=args.file_not_found_kinds,
-        cancel_refusal_status=args.cancel_refusal_status)
+        cancel_refusal_status=args.cancel_refusal_status, latency_seconds=args.latency_seconds)
     if args.random_fault_rate:
         server.set_random_faults(args.random_fault_rate, seed=args.seed)
     stop = threading.Event()
