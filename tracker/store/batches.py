@@ -212,14 +212,19 @@ def add_failure(conn: Connection, batch_id: str) -> int:
 
 
 def add_ingest_counts(conn: Connection, batch_id: str, succeeded: int, failed: int,
-                      requeued: int, cancelled: int) -> tuple[int, int, int, int]:
-    """Add a chunk of ingested items to the batch's summary; returns the totals so far."""
+                      requeued: int, cancelled: int) -> None:
+    """Add a run of ingested items to the batch's summary."""
+    _update_one(conn, "UPDATE batches SET succeeded_count = succeeded_count + :s, "
+                "failed_count = failed_count + :f, requeued_count = requeued_count + :r, "
+                "cancelled_count = cancelled_count + :c WHERE id = :id",
+                {"s": succeeded, "f": failed, "r": requeued, "c": cancelled, "id": batch_id})
+
+
+def ingest_counts(conn: Connection, batch_id: str) -> tuple[int, int, int, int]:
+    """The batch's succeeded, failed, re-queued and cancelled items stored so far."""
     row = conn.execute(
-        text("UPDATE batches SET succeeded_count = succeeded_count + :s, "
-             "failed_count = failed_count + :f, requeued_count = requeued_count + :r, "
-             "cancelled_count = cancelled_count + :c WHERE id = :id "
-             "RETURNING succeeded_count, failed_count, requeued_count, cancelled_count"),
-        {"s": succeeded, "f": failed, "r": requeued, "c": cancelled, "id": batch_id}).one()
+        text("SELECT succeeded_count, failed_count, requeued_count, cancelled_count "
+             "FROM batches WHERE id = :id"), {"id": batch_id}).one()
     return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
