@@ -91,6 +91,9 @@ def _parse_line(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{where}: not valid UTF-8 (byte {exc.start + 1})") from None
+    if text.startswith("\ufeff"):  # what `json.loads` says; the decoder itself does not check
+        raise InputError(f"{where}: not valid JSON (Unexpected UTF-8 BOM (decode using "
+                         "utf-8-sig) at column 1)")
     marks = _marks.count
     try:
         record = _DECODER.decode(text)

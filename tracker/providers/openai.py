@@ -308,9 +308,10 @@ class OpenAIBatchProvider(BaseBatchProvider):
 
     @classmethod
     def _has_its_files(cls, status: ProviderBatch) -> bool:
-        """A terminal status that names a file for every line its counts promise (files can
-        come after the status does: then the batch is read again)."""
-        return status.is_terminal and all(
+        """A completed batch's status that names a file for every line its counts promise
+        (files can come after the status does; an expired or cancelled batch may name its
+        error file later than its counts: those are read again)."""
+        return status.normalized_status is NormalizedStatus.COMPLETED and all(
             file_id is not None or expected == 0
             for _kind, file_id, expected in cls._result_files(status)) and bool(
             status.output_file_id or status.error_file_id)

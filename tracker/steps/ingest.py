@@ -25,6 +25,7 @@ from sqlalchemy import Connection
 
 from tracker.context import Context, log
 from tracker.crashpoints import crash_point
+from tracker.errors import StaleBatch
 from tracker.models import Batch
 from tracker.providers.base import (
     NormalizedStatus,
@@ -350,7 +351,12 @@ _SUMMARY = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.RETRY, Outcome.CANCELLED)
 
 
 def _finish(conn: Connection, batch: Batch, reason: str, now: float) -> Counter[str]:
-    """Close the batch; returns its counts (every chunk's, from this run and earlier ones)."""
+    """Close the batch; returns its counts (every run's, from this ingest and earlier ones).
+    Refused while an item is still in it: a batch is never closed over an item not stored."""
+    left = items.count_in_batch(conn, batch.id)
+    if left:
+        raise StaleBatch(f"{left} items of batch {batch.id} are still in it after its results "
+                         "were stored; it is closed at a later ingest")
     totals = Counter(dict(zip((o.value for o in _SUMMARY),
                               batches.ingest_counts(conn, batch.id), strict=True)))
     move_batch(conn, batch.id, batch.status, BatchStatus.INGESTED,

@@ -3,16 +3,18 @@
 A provider's result file follows no order. Written in the file's order, every transaction of
 an ingest touches rows all over the items table, and the next one touches the same pages
 again; regrouped by each item's rank in the batch (its place in id order), one transaction
-writes one stretch of the table, once. The runs wait on disk, pickled in slices, so memory
-stays flat in the size of the batch.
+writes one stretch of the table, once. The runs wait on disk, pickled in slices, in unnamed
+temporary files (gone when closed, or when the process dies), so memory holds at most one
+run's values: flat in the size of the batch.
 """
 
 from __future__ import annotations
 
 import pickle
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO, Generic, TypeVar
+from typing import IO, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -27,7 +29,7 @@ class OutcomeSpool(Generic[T]):
         self._run_size = max(run_size, 1)
         self._runs = -(-len(ranks) // self._run_size)
         self._held: list[list[T]] = [[] for _ in range(self._runs)]
-        self._files: dict[int, BinaryIO] = {}
+        self._files: dict[int, IO[bytes]] = {}
         self._count = 0
 
     def add(self, item_id: str, value: T) -> None:
@@ -37,7 +39,8 @@ class OutcomeSpool(Generic[T]):
             self._spill()
 
     def runs(self) -> Iterator[list[T]]:
-        """Each run's values (an empty run is skipped); its file is removed once read."""
+        """Each run's values (an empty run is skipped); its file is closed (and so gone) once
+        read."""
         for run, held in enumerate(self._held):
             values: list[T] = []
             spilled = self._files.pop(run, None)
@@ -49,7 +52,6 @@ class OutcomeSpool(Generic[T]):
                     except EOFError:
                         break
                 spilled.close()
-                Path(spilled.name).unlink(missing_ok=True)
             values.extend(held)
             self._held[run] = []
             if values:
@@ -58,7 +60,6 @@ class OutcomeSpool(Generic[T]):
     def close(self) -> None:
         for spilled in self._files.values():
             spilled.close()
-            Path(spilled.name).unlink(missing_ok=True)
         self._files.clear()
 
     def _spill(self) -> None:
@@ -67,8 +68,10 @@ class OutcomeSpool(Generic[T]):
                 continue
             spilled = self._files.get(run)
             if spilled is None:
+                # Unnamed, so no other process (a worker that took the batch over) shares it;
+                # open across calls, closed by `runs` or `close`.
                 self._directory.mkdir(parents=True, exist_ok=True)
-                spilled = self._files[run] = (self._directory / f"outcomes-{run}.pickle").open(
-                    "w+b")
+                spilled = self._files[run] = tempfile.TemporaryFile(  # noqa: SIM115
+                    dir=self._directory)
             pickle.dump(held, spilled, protocol=pickle.HIGHEST_PROTOCOL)
             self._held[run] = []

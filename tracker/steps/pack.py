@@ -6,6 +6,7 @@ from sqlalchemy import Connection
 
 from tracker.context import Context, log, new_batch_id
 from tracker.crashpoints import crash_point
+from tracker.errors import StaleTransition
 from tracker.store import batches, items
 from tracker.store.transitions import move_queued_prefix
 
@@ -49,22 +50,28 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
     max_lines, max_bytes = ctx.batch_limits(provider)
     limit = min(limit, max_lines)
     per_hour = ctx.batches_per_hour(provider)
-    with ctx.write() as conn:
-        batches.lock_packing(conn, provider, model, whole_provider=per_hour is not None)
-        allowed, token_room, alone = _room(conn, provider, model, now, token_cap, per_hour)
-        if not allowed:
-            return False
-        prefix = items.packable_prefix(
-            conn, provider, model, now, limit=limit, max_bytes=max_bytes,
-            line_bytes=len(model.encode()) + LINE_OVERHEAD, token_room=token_room, alone=alone)
-        if not prefix.count:
-            return False
-        batch_id = new_batch_id()
-        batches.insert_packed(conn, batch_id, provider, model, ctx.endpoint(provider, model),
-                              f"packed {prefix.count} items", prefix.count, prefix.est_tokens,
-                              now)
-        move_queued_prefix(conn, provider, model, now, (prefix.first_key, prefix.last_key),
-                           prefix.count, f"packed into batch {batch_id}", batch_id=batch_id)
+    try:
+        with ctx.write() as conn:
+            batches.lock_packing(conn, provider, model, whole_provider=per_hour is not None)
+            allowed, token_room, alone = _room(conn, provider, model, now, token_cap, per_hour)
+            if not allowed:
+                return False
+            query = items.pack_query(
+                conn, provider, model, now, limit=limit, max_bytes=max_bytes,
+                line_bytes=len(model.encode()) + LINE_OVERHEAD, token_room=token_room,
+                alone=alone)
+            prefix = items.packable_prefix(conn, query)
+            if not prefix.count:
+                return False
+            batch_id = new_batch_id()
+            batches.insert_packed(conn, batch_id, provider, model,
+                                  ctx.endpoint(provider, model), f"packed {prefix.count} items",
+                                  prefix.count, prefix.est_tokens, now)
+            move_queued_prefix(conn, query, prefix, f"packed into batch {batch_id}",
+                               batch_id=batch_id, at=now)
+    except StaleTransition as exc:  # another writer changed the queue meanwhile (PostgreSQL)
+        log.info("packing %s/%s: %s; packing again at the next tick", provider, model, exc)
+        return False
     log.info("batch %s: packed %d items for %s/%s", batch_id, prefix.count, provider, model)
     crash_point("after_pack")
     return True

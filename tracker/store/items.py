@@ -18,9 +18,42 @@ _IN_BATCH = str(ItemStatus.IN_BATCH)
 
 
 @dataclass(frozen=True)
+class PackQuery:
+    """The queued items a new batch may take, as SQL: the longest run of queued items of one
+    provider and model (back-off passed, enqueue order, at most `limit`) whose request lines
+    fit in `max_bytes` (each line: the payload and id in UTF-8 bytes plus `line_bytes`) and
+    whose tokens fit in `token_room` (None: no cap). The first item always fits the bytes (or
+    it could never be sent), and the tokens only when `alone` (nothing else in flight).
+    `sql` selects each one's enqueue-order key `k` and `est_tokens`; no row reaches Python."""
+
+    sql: str
+    params: dict[str, Any]
+
+
+def pack_query(conn: Connection, provider: str, model: str, now: float, *, limit: int,
+               max_bytes: int, line_bytes: int, token_room: int | None,
+               alone: bool) -> PackQuery:
+    order = enqueue_order(conn)
+    size = f"{byte_length(conn, 'payload')} + {byte_length(conn, 'id')} + :line_bytes"
+    return PackQuery(
+        "SELECT k, est_tokens FROM ("
+        "SELECT k, est_tokens, row_number() OVER w AS rn, sum(size) OVER w AS bytes, "
+        "sum(est_tokens) OVER w AS tokens FROM ("
+        f"SELECT {order} AS k, {size} AS size, est_tokens FROM items "
+        "WHERE status = :queued AND provider = :p AND model = :m AND not_before <= :now "
+        f"ORDER BY {order} LIMIT :n) AS candidates "
+        "WINDOW w AS (ORDER BY k ROWS UNBOUNDED PRECEDING)) AS running "
+        "WHERE (rn = 1 OR bytes <= :max_bytes) "
+        "AND (:no_cap OR tokens <= :room OR (rn = 1 AND :alone))",
+        {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "now": now, "n": limit,
+         "line_bytes": line_bytes, "max_bytes": max_bytes, "no_cap": token_room is None,
+         "room": token_room or 0, "alone": alone})
+
+
+@dataclass(frozen=True)
 class PackablePrefix:
-    """The queued items a new batch takes: the first `count` in enqueue order, those whose
-    enqueue-order keys run from `first_key` to `last_key`, carrying `est_tokens` tokens."""
+    """What `PackQuery` finds: `count` items carrying `est_tokens` tokens, whose enqueue-order
+    keys run from `first_key` to `last_key`."""
 
     count: int
     est_tokens: int
@@ -28,31 +61,11 @@ class PackablePrefix:
     last_key: int
 
 
-def packable_prefix(conn: Connection, provider: str, model: str, now: float, *, limit: int,
-                    max_bytes: int, line_bytes: int, token_room: int | None,
-                    alone: bool) -> PackablePrefix:
-    """The longest run of queued items of `provider`/`model` (back-off passed, enqueue order,
-    at most `limit`) whose request lines fit in `max_bytes` (each line: the payload and id in
-    UTF-8 bytes plus `line_bytes`) and whose tokens fit in `token_room` (None: no cap). The
-    first item always fits the bytes (or it could never be sent), and the tokens only when
-    `alone` (nothing else in flight). Counted by the database: no row reaches Python."""
-    order = enqueue_order(conn)
-    size = f"{byte_length(conn, 'payload')} + {byte_length(conn, 'id')} + :line_bytes"
+def packable_prefix(conn: Connection, query: PackQuery) -> PackablePrefix:
     row = conn.execute(
         text("SELECT count(*) AS n, COALESCE(sum(est_tokens), 0) AS tokens, "
-             "COALESCE(min(k), 0) AS first_key, COALESCE(max(k), 0) AS last_key FROM ("
-             "SELECT k, est_tokens, row_number() OVER w AS rn, sum(size) OVER w AS bytes, "
-             "sum(est_tokens) OVER w AS tokens FROM ("
-             f"SELECT {order} AS k, {size} AS size, est_tokens FROM items "
-             "WHERE status = :queued AND provider = :p AND model = :m AND not_before <= :now "
-             f"ORDER BY {order} LIMIT :n) AS candidates "
-             "WINDOW w AS (ORDER BY k ROWS UNBOUNDED PRECEDING)) AS running "
-             "WHERE (rn = 1 OR bytes <= :max_bytes) "
-             "AND (:no_cap OR tokens <= :room OR (rn = 1 AND :alone))"),
-        {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "now": now, "n": limit,
-         "line_bytes": line_bytes, "max_bytes": max_bytes, "no_cap": token_room is None,
-         "room": token_room or 0, "alone": alone},
-    ).one()
+             "COALESCE(min(k), 0) AS first_key, COALESCE(max(k), 0) AS last_key "
+             f"FROM ({query.sql}) AS fits"), query.params).one()
     return PackablePrefix(int(row.n), int(row.tokens), int(row.first_key), int(row.last_key))
 
 

@@ -18,6 +18,7 @@ from tracker.states import TABLES, BatchStatus, ItemStatus, check_allowed
 from tracker.storable import storable_text
 from tracker.store.dialect import enqueue_order
 from tracker.store.engine import is_postgresql
+from tracker.store.items import PackablePrefix, PackQuery
 
 
 def move_batch(conn: Connection, batch_id: str, frm: BatchStatus | str, to: BatchStatus,
@@ -92,28 +93,27 @@ def transition_many(
         )
 
 
-def move_queued_prefix(conn: Connection, provider: str, model: str, now: float,
-                       keys: tuple[int, int], count: int, reason: str, *,
-                       batch_id: str) -> None:
-    """Move into `batch_id` the queued items of `provider`/`model` whose back-off has passed
-    and whose enqueue-order keys are within `keys` (first, last; `items.packable_prefix`; the
-    range keeps the scan to the prefix, not every item packed before it): one statement, each
-    item counting one more attempt. `StaleTransition` unless exactly `count` rows moved (an
-    item enqueued or cancelled by another writer since the prefix was counted)."""
+def move_queued_prefix(conn: Connection, query: PackQuery, prefix: PackablePrefix,
+                       reason: str, *, batch_id: str, at: float) -> None:
+    """Move into `batch_id` the items `query` finds (`items.pack_query`), which
+    `items.packable_prefix` counted as `prefix` earlier in this transaction: one statement,
+    each item counting one more attempt, the scan kept to the prefix's key range.
+    `StaleTransition` unless the same number of items with the same tokens moved (on
+    PostgreSQL another writer may have queued or cancelled one since the count)."""
     frm, to = str(ItemStatus.QUEUED), str(ItemStatus.IN_BATCH)
-    check_allowed("item", f"(the queued items of {provider}/{model})", frm, to)
+    check_allowed("item", f"(the queued items of batch {batch_id})", frm, to)
     order = enqueue_order(conn)
-    moved = conn.execute(
-        text("UPDATE items SET status = :to, status_reason = :reason, updated_at = :now, "
+    tokens = conn.execute(
+        text("UPDATE items SET status = :to, status_reason = :reason, updated_at = :at, "
              "batch_id = :batch, attempts = attempts + 1 "
-             "WHERE status = :frm AND provider = :p AND model = :m AND not_before <= :now "
-             f"AND {order} BETWEEN :first AND :last"),
-        {"to": to, "reason": storable_text(reason), "now": now, "batch": batch_id, "frm": frm,
-         "p": provider, "m": model, "first": keys[0], "last": keys[1]},
-    ).rowcount
-    if moved != count:
-        raise StaleTransition("item", f"({moved} rows moved, {count} counted) of the queued "
-                              f"items of {provider}/{model}", frm, to)
+             f"WHERE {order} BETWEEN :first AND :last AND {order} IN (SELECT k FROM "
+             f"({query.sql}) AS fits) RETURNING est_tokens"),
+        {**query.params, "to": to, "reason": storable_text(reason), "at": at,
+         "batch": batch_id, "first": prefix.first_key, "last": prefix.last_key},
+    ).scalars().all()
+    if (len(tokens), sum(tokens)) != (prefix.count, prefix.est_tokens):
+        raise StaleTransition("item", f"({len(tokens)} rows moved, {prefix.count} counted) of "
+                              f"the queued items for batch {batch_id}", frm, to)
 
 
 class ItemOutcome(NamedTuple):
@@ -146,7 +146,7 @@ _RECORD_OUTCOME = (
     "WHERE status = ? AND id = ?")
 
 
-#: PostgreSQL: the chunk's rows as one JSON document (the driver adapts it at C speed; a
+#: PostgreSQL: up to 1,000 rows as one JSON document (the driver adapts it at C speed; a
 #: dozen arrays cost more to send than the UPDATE takes), one UPDATE for all of them.
 _OUTCOME_COLUMNS = ("status", "reason", "error_message", "error_code", "error_status",
                     "output_text", "output_data", "prompt_tokens", "completion_tokens",
@@ -171,8 +171,9 @@ _PG_ROWS_PER_STATEMENT = 1000
 
 
 def record_item_outcomes(conn: Connection, outcomes: Sequence[ItemOutcome], at: float) -> None:
-    """Move every item of `outcomes` out of `in_batch`, all or none: one statement prepared
-    once and run for every row (each still gets its history row by trigger).
+    """Move every item of `outcomes` out of `in_batch`, all or none: on SQLite one statement
+    prepared once and run for every row, on PostgreSQL one UPDATE per 1,000 rows (each item
+    still gets its history row by trigger).
 
     Raises `StaleTransition` if an item was no longer in its batch."""
     if not outcomes:
@@ -185,7 +186,7 @@ def record_item_outcomes(conn: Connection, outcomes: Sequence[ItemOutcome], at: 
              o.prompt_tokens, o.completion_tokens, o.total_tokens, o.finished_at, o.not_before,
              int(o.refund), in_batch, o.item_id) for o in outcomes]
     if is_postgresql(conn):
-        # One statement for the chunk: the item trigger runs once per statement. The plan is
+        # One statement per 1,000 rows: the item trigger runs once per statement. The plan is
         # pinned to hash joins on rows found by primary key: right after a pack the statistics
         # still count these items as queued, and a nested loop over the chunk's arrays would
         # compare every pair.

@@ -120,9 +120,9 @@ def last_user_text(body: dict[str, Any]) -> str:
 
 class FakeBatchState:
     """Everything the fake server remembers. Batch reads and changes take the lock; uploads,
-    downloads and creates do not (each is one dict operation, atomic in CPython), so one batch
-    running its lines, which can take seconds, does not hold up the others' files, as no real
-    server would."""
+    downloads and creates do not (each adds or reads one dict entry, atomic in CPython, and
+    every walk over the dicts copies them first), so one batch running its lines, which can
+    take seconds, does not hold up the others' files, as no real server would."""
 
     def __init__(self, *, clock: Callable[[], float], validating_seconds: float,
                  in_progress_seconds: float, finalizing_seconds: float,

@@ -335,7 +335,9 @@ class FakeOpenAI:
             return 200, {"Content-Type": "application/octet-stream"}, content
         if parts == ["batches"] and method == "POST":
             record = state.create_batch(json.loads(body or b"{}"))
-            return _json(200, state.batch_json(record))  # fields read once each, no lock
+            # No lock: a list at this very moment may already have moved the new batch on
+            # (as a real server's may); the answer is then a little newer.
+            return _json(200, state.batch_json(record))
         if parts == ["batches"] and method == "GET":
             with state.lock:
                 data = [state.batch_json(b) for b in state.list_batches()]
