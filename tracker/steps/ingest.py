@@ -120,9 +120,10 @@ def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) 
             and not (batch.output_file_id or batch.error_file_id)):
         _ingest_validation_failure(ctx, batch)
         return
-    ids = items.ids_in_batch(ctx.engine, batch.id)
+    with read(ctx.engine) as conn:  # read once: the expected ids and, at _close, the sends
+        attempts = items.attempts_used(conn, batch.id)
     provider = ctx.provider_for_call(batch.provider)
-    with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=ids,
+    with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=list(attempts),
                                 directory=results_directory(ctx, batch.id),
                                 skip_unavailable=skip_unavailable,
                                 last_seen=_last_seen(batch)) as results:
@@ -130,7 +131,7 @@ def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) 
         reason = f"results stored (provider status {results.status.provider_status})"
         if skip_unavailable:
             reason += "; lines of result files that never came whole count as missing"
-        _close(ctx, batch, results, reason)
+        _close(ctx, batch, results, reason, attempts=attempts)
 
 
 def _last_seen(batch: Batch) -> ProviderBatch | None:
@@ -242,7 +243,9 @@ def _ingest_validation_failure(ctx: Context, batch: Batch) -> None:
 
 
 def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason: str, *,
-           not_before: float | None = None) -> None:
+           not_before: float | None = None, attempts: dict[str, int] | None = None) -> None:
+    """Store `rows` for the items still in the batch (`attempts`: each one's sends, read now
+    when not given; an item that left the batch since makes its run's write fail and retry)."""
     now = ctx.now()
     max_attempts = ctx.max_attempts(batch.provider)
     # Asked for by someone, or done outside the tracker; not the tracker's own cancel of a
@@ -252,8 +255,9 @@ def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason
          or (batch.provider_status is not None
              and ctx.provider(batch.provider).cancel_acknowledged(batch.provider_status)))
         and not batch.requeue_unfinished)
-    with read(ctx.engine) as conn:
-        attempts = items.attempts_used(conn, batch.id)
+    if attempts is None:
+        with read(ctx.engine) as conn:
+            attempts = items.attempts_used(conn, batch.id)
 
     def outcomes() -> Iterator[tuple[str, Decision, ProviderResultRow | None]]:
         for row in rows:
