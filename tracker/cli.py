@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import update_wrapper
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from tracker.config import TrackerConfig
     from tracker.context import Context
+    from tracker.store.reader import Reader
 
 #: `tracker.store.engine.DEFAULT_DB_URL`, repeated so `--help` need not import SQLAlchemy.
 DEFAULT_DB_URL = "sqlite:///tracker.db"
@@ -65,6 +66,13 @@ class Settings:
 
             self._engine = open_database(self.db_url)
         return self._engine
+
+    def snapshot(self) -> AbstractContextManager[Reader]:
+        """A read transaction: SQLite files with the newest schema are read without loading
+        SQLAlchemy (see `tracker.store.reader`)."""
+        from tracker.store.reader import snapshot
+
+        return snapshot(self.db_url, lambda: self.engine)
 
     def context(self, poll_interval: float = 30.0) -> Context:
         from tracker.context import Context
@@ -111,9 +119,15 @@ def init(settings: Settings) -> None:
     \b
         tracker --db sqlite:///work.db init
     """
-    from tracker.store.engine import describe
+    from tracker.store.reader import sqlite_snapshot
 
-    click.echo(f"database ready: {describe(settings.engine)}", err=True)
+    with sqlite_snapshot(settings.db_url) as current:  # up to date: nothing to do
+        path = None if current is None else current.path
+    if path is None:
+        from tracker.store.engine import describe
+
+        path = describe(settings.engine)
+    click.echo(f"database ready: {path}", err=True)
 
 
 @contextmanager
@@ -208,9 +222,10 @@ def status(settings: Settings, as_json: bool) -> None:
     \b
         tracker status --json
     """
-    from tracker.store.reports import status_report
+    from tracker.store.reports import status_of
 
-    report = status_report(settings.engine, time.time())
+    with settings.snapshot() as reader:
+        report = status_of(reader, time.time())
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -253,11 +268,11 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
     \b
         tracker results --status succeeded --format csv -o results.csv
     """
-    from tracker.store.reports import RESULT_FIELDS, iter_results
+    from tracker.store.reports import RESULT_FIELDS, results_of
 
-    records = iter_results(settings.engine,
-                           None if item_status is None else ItemStatus(item_status))
-    with click.open_file(output or "-", "w", encoding="utf-8") as out:
+    with settings.snapshot() as reader, \
+            click.open_file(output or "-", "w", encoding="utf-8") as out:
+        records = results_of(reader, None if item_status is None else ItemStatus(item_status))
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS)
             writer.writeheader()

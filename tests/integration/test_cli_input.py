@@ -221,6 +221,43 @@ def test_status__json_and_results_formats(tmp_path: Path, db_url: str) -> None:
         "a", "b"]
 
 
+def _imported(done: subprocess.CompletedProcess[str]) -> set[str]:
+    """The modules a run imported, from its `-X importtime` lines."""
+    return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+def test_read_commands__a_current_sqlite_file_is_read_without_sqlalchemy(
+        tmp_path: Path) -> None:
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", stdin=(_line("a") + "\n").encode())
+    timing = {"PYTHONPROFILEIMPORTTIME": "1"}
+    status = run(tmp_path, "status", "--json", env=timing)
+    results = run(tmp_path, "results", env=timing)
+    init = run(tmp_path, "init", env=timing)
+    for done in (status, results, init):
+        assert done.returncode == 0, done.stderr
+        assert "sqlite3" in _imported(done) and "sqlalchemy" not in _imported(done)
+    assert json.loads(status.stdout)["items"]["queued"] == 1
+    assert [json.loads(line)["id"] for line in results.stdout.splitlines()] == ["a"]
+    assert f"database ready: {tmp_path / 't.db'}" in init.stderr
+
+
+def test_read_commands__an_older_sqlite_file_is_migrated_first(tmp_path: Path) -> None:
+    from tracker.store.migrations import latest_version, migrations
+
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        for version, name, sql in migrations("sqlite")[:-1]:
+            conn.executescript(sql)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?, 0)", (version, name))
+    done = run(tmp_path, "status", "--json", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "sqlalchemy" in _imported(done)
+    assert json.loads(done.stdout)["items"]["queued"] == 0
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == (
+            latest_version("sqlite"))
+
+
 def test_init__creates_the_schema_in_an_empty_database(tmp_path: Path, db_url: str) -> None:
     done = run(tmp_path, "init", db=db_url)
     assert done.returncode == 0, done.stderr

@@ -12,15 +12,8 @@ from sqlmodel import SQLModel
 
 import tracker.models  # noqa: F401  (registers the tables)
 from tracker.errors import DatabaseError
-from tracker.store.engine import (
-    latest_version,
-    make_engine,
-    migrate,
-    migrations,
-    open_database,
-    read,
-    write,
-)
+from tracker.store.engine import make_engine, migrate, open_database, read, write
+from tracker.store.migrations import latest_version, migrations
 
 #: Columns only one engine has: PostgreSQL's stand-in for SQLite's implicit rowid.
 ENGINE_ONLY_COLUMNS = {"postgresql": {("items", "seq")}, "sqlite": set()}

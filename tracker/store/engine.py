@@ -4,7 +4,6 @@ migrations for the engine's dialect."""
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,29 +16,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from tracker.crashpoints import writing
 from tracker.errors import DatabaseError
+from tracker.store.migrations import migrations
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schema"
 DEFAULT_DB_URL = "sqlite:///tracker.db"
 #: A PostgreSQL session that sits inside a transaction this long (its worker was paused or
 #: hung) is ended by the server, so the row locks it holds cannot stall the other workers.
 PG_IDLE_IN_TRANSACTION_MS = 60_000
 #: Any number smaller than 2**31: the key of the advisory lock that serializes migrations.
 _MIGRATION_LOCK = 7_350_001
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-
-
-def migrations(dialect: str = "sqlite") -> list[tuple[int, str, str]]:
-    """`(version, name, sql)` of every migration for `dialect`, in order."""
-    found = []
-    for path in sorted((SCHEMA_DIR / dialect).glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path.stem, path.read_text(encoding="utf-8")))
-    return found
-
-
-def latest_version(dialect: str = "sqlite") -> int:
-    return max(version for version, _, _ in migrations(dialect))
 
 
 def _sqlite_path(url: str) -> Path | None:

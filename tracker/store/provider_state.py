@@ -40,9 +40,3 @@ def resume(conn: Connection, provider: str, now: float) -> bool:
              "WHERE provider = :p AND paused_reason IS NOT NULL"),
         {"p": provider, "now": now}).rowcount > 0
 
-
-def paused(conn: Connection) -> list[dict[str, object]]:
-    """Every paused provider, for `tracker status`."""
-    return [dict(r._mapping) for r in conn.execute(text(
-        "SELECT provider, paused_reason AS reason, paused_at, next_probe_at "
-        "FROM provider_state WHERE paused_reason IS NOT NULL"))]

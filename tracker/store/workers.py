@@ -204,13 +204,3 @@ def registered(conn: Connection, me: WorkerId, *, lock: bool = False) -> bool:
                          {"me": me.id}).one_or_none()
     return found is not None
 
-
-def live_workers(conn: Connection, now: float) -> list[dict[str, object]]:
-    """One entry per worker whose lease has not run out, with its claimed open batches."""
-    rows = conn.execute(text(
-        "SELECT w.id, w.host, w.pid, w.heartbeat_at, (SELECT count(*) FROM batches b "
-        "WHERE b.claimed_by = w.id AND b.status <> 'ingested') AS claimed "
-        "FROM workers w WHERE w.expires_at >= :now ORDER BY w.started_at"), {"now": now}).all()
-    return [{"host": row.host, "pid": row.pid,
-             "heartbeat_age_seconds": round(max(now - row.heartbeat_at, 0.0), 1),
-             "claimed_batches": row.claimed} for row in rows]
