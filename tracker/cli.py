@@ -122,12 +122,12 @@ def init(settings: Settings) -> None:
     from tracker.store.reader import sqlite_snapshot
 
     with sqlite_snapshot(settings.db_url) as current:  # up to date: nothing to do
-        path = None if current is None else current.path
-    if path is None:
+        where = None if current is None else str(current.path)
+    if where is None:
         from tracker.store.engine import describe
 
-        path = describe(settings.engine)
-    click.echo(f"database ready: {path}", err=True)
+        where = describe(settings.engine)
+    click.echo(f"database ready: {where}", err=True)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from tracker.config import TrackerConfig
 from tracker.errors import InputError
 from tracker.store.item_inserter import ItemInserter, ItemRow
+from tracker.writer_thread import WriterThread
 
 MAX_LINE_BYTES = 1024 * 1024
 CHUNK = 5_000
@@ -189,25 +190,30 @@ def _insert_all(
     # a conflict with a row of this same run is an id repeated within the file.
     latest = inserter.latest_created_at()
     stamp = now if latest is None or now > latest else latest + 1e-3
-    inserted = skipped = seen = 0
+    seen = 0
     rows: list[ItemRow] = []
     numbers: list[int] = []
-    for number, raw in _lines(stream, name):
-        seen += 1
-        item_id, model, payload_json, tokens = _parse_line(
-            raw, f"{name}:{number}", default_model, accepts
-        )
-        rows.append((item_id, provider, model, payload_json, tokens, stamp, stamp))
-        numbers.append(number)
-        if len(rows) >= CHUNK:
-            added, dupes = _insert_chunk(inserter, rows, numbers, name, stamp)
-            inserted, skipped = inserted + added, skipped + dupes
-            rows, numbers = [], []
-    if rows:
-        added, dupes = _insert_chunk(inserter, rows, numbers, name, stamp)
-        inserted, skipped = inserted + added, skipped + dupes
+    def write(chunk: tuple[list[ItemRow], list[int]]) -> tuple[int, int]:
+        return _insert_chunk(inserter, chunk[0], chunk[1], name, stamp)
+
+    writer: WriterThread[tuple[list[ItemRow], list[int]], tuple[int, int]]
+    with WriterThread(write, threaded=inserter.waits_for_server) as writer:
+        for number, raw in _lines(stream, name):
+            seen += 1
+            item_id, model, payload_json, tokens = _parse_line(
+                raw, f"{name}:{number}", default_model, accepts
+            )
+            rows.append((item_id, provider, model, payload_json, tokens, stamp, stamp))
+            numbers.append(number)
+            if len(rows) >= CHUNK:
+                writer.submit((rows, numbers))
+                rows, numbers = [], []
+        if rows:
+            writer.submit((rows, numbers))
     if seen == 0:
         raise InputError(f"{name}: the file has no items")
+    inserted = sum(added for added, _ in writer.results())
+    skipped = sum(dupes for _, dupes in writer.results())
     return EnqueueResult(enqueued=inserted, skipped=skipped)
 
 

@@ -145,6 +145,22 @@ def test_enqueue__unreadable_file(tmp_path: Path, target: str, reason: str) -> N
     assert_one_line_error(run(tmp_path, "enqueue", target), reason)
 
 
+def test_enqueue__a_repeated_id_is_named_before_a_bad_line_after_it(
+        tmp_path: Path, db_url: str) -> None:
+    """The repeat is found while its chunk is written (on PostgreSQL in a thread of its own,
+    while the next lines are parsed); the bad line after it is not what the user is told."""
+    from tracker.enqueue import CHUNK
+
+    lines = [_line(f"i{k}") for k in range(CHUNK + 50)]
+    lines[3] = _line("i2")
+    lines[CHUNK + 10] = "{oops"
+    data = tmp_path / "in.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    done = run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini", db=db_url)
+    assert_one_line_error(done, f"{data}:4:", "'i2' appears more than once")
+    assert count_items(db_url) == 0
+
+
 def test_enqueue__million_lines_one_bad_near_the_end(tmp_path: Path, db_url: str) -> None:
     n, bad = 1_000_000, 999_990
     data = tmp_path / "big.jsonl"

@@ -50,6 +50,12 @@ class ItemInserter:
         self._integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
         self._inserted = 0
 
+    @property
+    def waits_for_server(self) -> bool:
+        """Each chunk's write waits on another process (PostgreSQL), which may work while
+        the caller parses the next chunk (`tracker.writer_thread`)."""
+        return self._pg
+
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self._pg else statement
 
