@@ -63,6 +63,14 @@ class Context:
     _providers_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Batches to skip until a time, when even recording their failure failed (disk full).
     _held_back: dict[str, float] = field(default_factory=dict)
+    #: The daemon's hand-off: run the named step now, not at its next tick. None when no
+    #: daemon runs the steps (they then run in a fixed order).
+    hand_off: Callable[[str], None] | None = None
+
+    def hand_off_to(self, step: str) -> None:
+        """Work is ready for `step` (a batch packed, created or ended)."""
+        if self.hand_off is not None:
+            self.hand_off(step)
 
     def hold_back(self, batch_id: str, seconds: float) -> None:
         self._held_back[batch_id] = self.now() + seconds

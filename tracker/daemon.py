@@ -15,12 +15,14 @@ write or provider call and exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from tracker.context import Context, log
@@ -50,6 +52,7 @@ class Daemon:
     def __init__(self, ctx: Context, *, until_idle: bool = False,
                  tick: float | None = None, lease_ttl: float = leases.LEASE_TTL) -> None:
         ctx.worker_ttl = lease_ttl
+        ctx.hand_off = self.hand_off
         self.ctx = ctx
         self.until_idle = until_idle
         self.lease_ttl = lease_ttl
@@ -60,6 +63,9 @@ class Daemon:
         #: Held while each step runs: a clean stop waits for them with the heartbeat still
         #: going, so a long last step does not let the claims lapse under it.
         self.step_running = {name: threading.Lock() for name in STEP_JOBS}
+        #: Set when a step is handed work while it runs: it runs again right after.
+        self.handed = {name: threading.Event() for name in STEP_JOBS}
+        self.scheduler: BackgroundScheduler | None = None
 
     def _guard(self, name: str, step: Callable[[Context], object]) -> Callable[[], None]:
         def job() -> None:
@@ -67,14 +73,27 @@ class Daemon:
                 return
             try:
                 with self.step_running[name]:
-                    if not self.stop_event.is_set():
+                    while not self.stop_event.is_set():
+                        self.handed[name].clear()
                         step(self.ctx)
+                        if not self.handed[name].is_set():
+                            break
             except LeaseLost:
                 self._lease_lost()
             except Exception:
                 # A step that fails is retried at the next tick; the daemon keeps running.
                 log.exception("step %s failed; it will run again", name)
         return job
+
+    def hand_off(self, name: str) -> None:
+        """Run step `name` now: at once if it is idle, or again as soon as its current run
+        ends (a hand-off that misses both waits for the step's next tick)."""
+        self.handed[name].set()
+        scheduler = self.scheduler
+        if scheduler is None or self.stop_event.is_set():
+            return
+        with contextlib.suppress(JobLookupError):  # stopping: the step jobs are removed
+            scheduler.modify_job(name, next_run_time=datetime.now())
 
     def _lease_lost(self) -> None:
         if not self.lost_lease:
@@ -131,7 +150,7 @@ class Daemon:
         self._start_worker()
         previous = {sig: signal.signal(sig, self.request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
-        scheduler = BackgroundScheduler(
+        scheduler = self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(len(STEP_JOBS)),
                        "lease": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},

@@ -39,10 +39,9 @@ def test_the_first_write_error_stops_the_writes_and_is_raised(threaded: bool) ->
         written.append(chunk)
         return chunk
 
-    with pytest.raises(Boom, match="chunk 2"):
-        with WriterThread(write, threaded=threaded) as writer:
-            for chunk in range(6):
-                writer.submit(chunk)
+    with pytest.raises(Boom, match="chunk 2"), WriterThread(write, threaded=threaded) as writer:
+        for chunk in range(6):
+            writer.submit(chunk)
     assert written == [0, 1]
 
 
@@ -53,8 +52,7 @@ def test_an_earlier_chunks_error_wins_over_the_callers() -> None:
         failed.set()
         raise Boom(f"chunk {chunk}")
 
-    with pytest.raises(Boom, match="chunk 0"):
-        with WriterThread(write, threaded=True) as writer:
-            writer.submit(0)
-            assert failed.wait(10)
-            raise ValueError("a later line is bad")
+    with pytest.raises(Boom, match="chunk 0"), WriterThread(write, threaded=True) as writer:
+        writer.submit(0)
+        assert failed.wait(10)
+        raise ValueError("a later line is bad")

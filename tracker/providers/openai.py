@@ -67,11 +67,20 @@ SEED_MODEL_FAMILIES = re.compile(
 )
 
 
+#: Unknown statuses already logged: a list walk reads every batch of the account each cycle,
+#: and one new status would otherwise be logged for each of them, every cycle.
+_LOGGED_UNKNOWN: set[str] = set()
+
+
 def normalize_status(provider_status: str) -> NormalizedStatus:
-    """The seed's mapping; an unknown status is logged and treated as still running."""
+    """The seed's mapping; an unknown status is logged (once per process) and treated as
+    still running."""
     mapped = STATUS_MAP.get(provider_status)
     if mapped is None:
-        log.warning("unknown OpenAI batch status %r; treating it as in_progress", provider_status)
+        if provider_status not in _LOGGED_UNKNOWN:
+            _LOGGED_UNKNOWN.add(provider_status)
+            log.warning("unknown OpenAI batch status %r; treating it as in_progress",
+                        provider_status)
         return NormalizedStatus.IN_PROGRESS
     return mapped
 

@@ -26,6 +26,12 @@ def pack(ctx: Context) -> int:
                 model.max_enqueued_tokens,
             ):
                 made += 1
+                if ctx.hand_off is not None:
+                    # One batch a run under the daemon: submit takes it now and asks for the
+                    # next once it has claimed this one, so the first batch is uploaded
+                    # while the second is packed, not after.
+                    ctx.hand_off_to("submit")
+                    return made
     return made
 
 

@@ -53,6 +53,8 @@ def poll(ctx: Context) -> int:
     refused: list[tuple[Batch, ProviderBatch]] = []
     for start in range(0, len(seen), RECORD_CHUNK):
         refused += _record_listed(ctx, seen[start:start + RECORD_CHUNK])
+    if any(status.is_terminal for _, status in seen):
+        ctx.hand_off_to("ingest")
     for batch, status in refused:  # alone, so the error is kept on the batch
         with isolated(ctx, batch.id, "poll"):
             record_status(ctx, batch, status)
@@ -185,6 +187,8 @@ def _read_or_cancel(ctx: Context, provider: BaseBatchProvider, batch: Batch) -> 
 def record_status(ctx: Context, batch: Batch, status: ProviderBatch) -> None:
     with ctx.write() as conn:
         _store_status(conn, ctx, batch, status)
+    if status.is_terminal:
+        ctx.hand_off_to("ingest")
 
 
 def _store_status(conn: Connection, ctx: Context, batch: Batch, status: ProviderBatch) -> None:
