@@ -119,15 +119,15 @@ def init(settings: Settings) -> None:
     \b
         tracker --db sqlite:///work.db init
     """
-    from tracker.store.reader import sqlite_snapshot
+    from tracker.store.sqlite_file import current_file
 
-    with sqlite_snapshot(settings.db_url) as current:  # up to date: nothing to do
-        where = None if current is None else str(current.path)
-    if where is None:
+    current = current_file(settings.db_url)  # an up-to-date file: nothing to do
+    if current is None:
         from tracker.store.engine import describe
 
-        where = describe(settings.engine)
-    click.echo(f"database ready: {where}", err=True)
+        click.echo(f"database ready: {describe(settings.engine)}", err=True)
+    else:
+        click.echo(f"database ready: {current}", err=True)
 
 
 @contextmanager
@@ -166,10 +166,12 @@ def enqueue(settings: Settings, file: str, model: str | None, provider: str) -> 
         tracker enqueue prompts.jsonl --model gpt-5-mini
     """
     from tracker.enqueue import enqueue_stream
+    from tracker.store.sqlite_file import current_file
 
     config = settings.config
+    database = current_file(settings.db_url) or settings.engine
     with _open_input(file) as (stream, name):
-        result = enqueue_stream(settings.engine, stream, name, config, provider=provider,
+        result = enqueue_stream(database, stream, name, config, provider=provider,
                                 default_model=model, now=time.time())
     click.echo(f"enqueued {result.enqueued} items, skipped {result.skipped} already present")
 

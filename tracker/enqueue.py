@@ -13,14 +13,16 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO
-
-from sqlalchemy import Engine
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from tracker.config import TrackerConfig
 from tracker.errors import InputError
 from tracker.store.item_inserter import ItemInserter, ItemRow
 from tracker.writer_thread import WriterThread
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 MAX_LINE_BYTES = 1024 * 1024
 CHUNK = 5_000
@@ -162,7 +164,7 @@ def model_acceptance(config: TrackerConfig, provider: str) -> dict[str, bool]:
 
 
 def enqueue_stream(
-    engine: Engine,
+    database: Engine | Path,
     stream: IO[bytes],
     name: str,
     config: TrackerConfig,
@@ -171,9 +173,10 @@ def enqueue_stream(
     default_model: str | None = None,
     now: float,
 ) -> EnqueueResult:
-    """Insert every item of `stream` or none; raise `InputError` naming the line."""
+    """Insert every item of `stream` or none; raise `InputError` naming the line. `database`:
+    an engine, or the path of an SQLite file that holds the newest schema."""
     accepts = model_acceptance(config, provider)
-    with ItemInserter(engine) as inserter:
+    with ItemInserter(database) as inserter:
         return _insert_all(inserter, stream, name, provider, default_model, accepts, now)
 
 

@@ -243,19 +243,26 @@ def _imported(done: subprocess.CompletedProcess[str]) -> set[str]:
             if line.startswith("import time:")}
 
 
-def test_read_commands__a_current_sqlite_file_is_read_without_sqlalchemy(
-        tmp_path: Path) -> None:
+def test_cli__a_current_sqlite_file_is_used_without_sqlalchemy(tmp_path: Path) -> None:
+    """`status`, `results`, `init` and `enqueue` on an SQLite file with the newest schema go
+    through `sqlite3` alone: importing SQLAlchemy would take their whole start-up budget."""
     run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", stdin=(_line("a") + "\n").encode())
     timing = {"PYTHONPROFILEIMPORTTIME": "1"}
+    enqueue = run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", env=timing,
+                  stdin=(_line("a") + "\n" + _line("b") + "\n").encode())
     status = run(tmp_path, "status", "--json", env=timing)
     results = run(tmp_path, "results", env=timing)
     init = run(tmp_path, "init", env=timing)
-    for done in (status, results, init):
+    for done in (enqueue, status, results, init):
         assert done.returncode == 0, done.stderr
         assert "sqlite3" in _imported(done) and "sqlalchemy" not in _imported(done)
-    assert json.loads(status.stdout)["items"]["queued"] == 1
-    assert [json.loads(line)["id"] for line in results.stdout.splitlines()] == ["a"]
+    assert enqueue.stdout.strip() == "enqueued 1 items, skipped 1 already present"
+    assert json.loads(status.stdout)["items"]["queued"] == 2
+    assert [json.loads(line)["id"] for line in results.stdout.splitlines()] == ["a", "b"]
     assert f"database ready: {tmp_path / 't.db'}" in init.stderr
+    assert query(f"sqlite:///{tmp_path / 't.db'}",
+                 "SELECT entity_id, to_status FROM transitions WHERE entity = 'item' "
+                 "ORDER BY entity_id") == [("a", "queued"), ("b", "queued")]
 
 
 def test_read_commands__an_older_sqlite_file_is_migrated_first(tmp_path: Path) -> None:

@@ -1,16 +1,21 @@
 """The one write path that creates items: chunked inserts in one transaction, through the
-database driver itself (SQLAlchemy's per-row overhead would halve `tracker enqueue`)."""
+database driver itself (SQLAlchemy's per-row overhead would halve `tracker enqueue`). Given the
+path of an up-to-date SQLite file instead of an engine, it opens the file with `sqlite3` alone
+and SQLAlchemy is never loaded (`tracker.store.sqlite_file`)."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine
+from tracker.store import sqlite_file
 
-from tracker.store.engine import is_postgresql
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 #: Items inserted by one enqueue on PostgreSQL from which the table is analyzed after it.
 ANALYZE_AFTER = 1000
@@ -44,10 +49,12 @@ class ItemInserter:
     """`with ItemInserter(engine) as inserter:` commits every chunk or, on any exception,
     none. Writers are serialized for the duration."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._pg = is_postgresql(engine)
-        self._integrity_error: type[Exception] = engine.dialect.loaded_dbapi.IntegrityError
+    def __init__(self, database: Engine | Path) -> None:
+        self._database = database
+        self._pg = not isinstance(database, Path) and database.dialect.name == "postgresql"
+        self._integrity_error: type[Exception] = (
+            sqlite3.IntegrityError if isinstance(database, Path)
+            else database.dialect.loaded_dbapi.IntegrityError)
         self._inserted = 0
 
     @property
@@ -60,8 +67,13 @@ class ItemInserter:
         return statement.replace("?", "%s") if self._pg else statement
 
     def __enter__(self) -> ItemInserter:
-        self._raw = self._engine.raw_connection()
-        self._conn: Any = cast(Any, self._raw.driver_connection)
+        if isinstance(self._database, Path):
+            self._conn: Any = sqlite_file.connect(self._database)
+            self._close: Callable[[], None] = self._conn.close
+        else:
+            raw = self._database.raw_connection()
+            self._conn = cast(Any, raw.driver_connection)
+            self._close = raw.close
         self._cur: Any = self._conn.cursor()
         if self._pg:
             self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (ENQUEUE_LOCK,))
@@ -79,7 +91,7 @@ class ItemInserter:
             else:
                 self._cur.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
-            self._raw.close()
+            self._close()
 
     def _analyze(self) -> None:
         """Fresh planner statistics after a large enqueue: without them the pack that follows

@@ -2,10 +2,7 @@
 over SQLAlchemy (either engine) or over the `sqlite3` module alone.
 
 `tracker status`, `results` and `init` on an SQLite file that already holds the newest schema
-read it through `sqlite_snapshot` and never load SQLAlchemy, whose import alone costs more than
-the start-up budget of such a command (0.25 s). Anything else (a missing file, an older or
-foreign schema, another URL form, PostgreSQL) goes through the engine as before, which
-creates, migrates or names the problem.
+read it through `sqlite_snapshot` and never load SQLAlchemy (see `tracker.store.sqlite_file`).
 """
 
 from __future__ import annotations
@@ -15,10 +12,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import quote
 
 from tracker.errors import DatabaseError
-from tracker.store.migrations import latest_version
+from tracker.store.sqlite_file import open_current
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -95,49 +91,17 @@ def engine_snapshot(engine: Engine) -> Iterator[Reader]:
         yield ConnectionReader(conn)
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file of a plain `sqlite:///PATH` URL; None for any other form (memory, query
-    options, escapes, other drivers and engines)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
-        return None
-    rest = url[len(prefix):]
-    if not rest or rest == ":memory:" or any(char in rest for char in "?#%"):
-        return None
-    return Path(rest)
-
-
-def _open_current(path: Path) -> sqlite3.Connection | None:
-    """A connection inside a read transaction on `path`, if it is an SQLite file holding the
-    newest schema; None otherwise (nothing created, nothing changed)."""
-    if not path.is_file():
-        return None
-    try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=rw", uri=True,
-                               timeout=30.0, isolation_level=None)
-    except sqlite3.Error:
-        return None
-    try:
-        conn.execute("BEGIN")
-        version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-    except sqlite3.Error:
-        version = None
-    if version != latest_version("sqlite"):
-        conn.close()
-        return None
-    return conn
-
-
 @contextmanager
 def sqlite_snapshot(url: str) -> Iterator[SqliteReader | None]:
     """A `Reader` on the SQLite file of `url` when it already holds the newest schema, else
     None: the caller then opens the database through the engine."""
-    path = sqlite_file(url)
-    conn = None if path is None else _open_current(path)
-    if conn is None or path is None:
+    opened = open_current(url)
+    if opened is None:
         yield None
         return
+    path, conn = opened
     try:
+        conn.execute("BEGIN")  # one snapshot for every statement of the read
         yield SqliteReader(conn, path)
     finally:
         conn.close()
