@@ -179,6 +179,7 @@ class Daemon:
                     pass
             scheduler.shutdown(wait=True)
             self._stop_worker()
+            self.ctx.hand_off = None
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             log.info("daemon stopped")

@@ -3,7 +3,7 @@
 `tracker enqueue` on PostgreSQL waits for the server at the end of each chunk's `COPY` for
 about as long as it takes to parse the chunk; with the writes in a thread of their own, the
 server (another process) works while Python parses. One chunk waits at most, so memory stays
-at two chunks.
+at three chunks (one being written, one waiting, one being read).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class Tracker:
         self.cli("enqueue", "-", "--model", MODEL, stdin=lines)
 
     def start(self, crash_at: str | None = None, *, pause_at: str | None = None,
-              lease_ttl: float | None = None,
+              lease_ttl: float | None = None, poll_interval: float = 0.1,
               log_path: Path | None = None) -> subprocess.Popen[bytes]:
         env = dict(self.env)
         if crash_at:
@@ -80,7 +80,8 @@ class Tracker:
         with (log_path or self.log).open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "tracker", "run", "--until-idle", "--poll-interval",
-                 "0.1", *extra], env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+                 str(poll_interval), *extra], env=env, cwd=self.cwd, stdout=log,
+                stderr=subprocess.STDOUT)
 
     @property
     def engine(self) -> Engine:

@@ -1,10 +1,12 @@
 """The daemon's steps do not wait for each other: while one batch's ingest is stuck on a slow
-download, another batch is still polled. A real `tracker run` process, the real SDK over HTTP
-to the fake Batch API, whose result download is held for a while."""
+download, another batch is still polled; and a step that leaves work for another runs it at
+once, not at its next tick. A real `tracker run` process, the real SDK over HTTP to the fake
+Batch API."""
 
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 from tests.integration.test_crash import Tracker, _poll_until, _wait
@@ -41,6 +43,32 @@ def test_long_ingest__other_batches_are_still_polled(tmp_path: Path, db_url: str
             _poll_until(lambda: tracker.query(
                 "SELECT status FROM items WHERE id = 'quick'") == [("succeeded",)],
                 timeout=HELD_SECONDS + 30)
+            proc.send_signal(signal.SIGTERM)
+            assert _wait(proc) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            tracker.close()
+
+
+def test_hand_off__batches_are_packed_and_submitted_one_after_another_within_a_tick(
+        tmp_path: Path, db_url: str) -> None:
+    """At a 30 s poll interval the steps tick every 5 s. Pack makes one batch and hands it to
+    submit, which hands back to pack once it has claimed it: three batches are created well
+    within one tick of the worker's start, where ticks alone would take two or more."""
+    with FakeOpenAI(validating_seconds=3600) as server:
+        tracker = Tracker(tmp_path, server, max_prompts=1, db_url=db_url)
+        tracker.enqueue_items({"a": "first", "b": "second", "c": "third"})
+        proc = tracker.start(poll_interval=30)
+        try:
+            _poll_until(lambda: tracker.query("SELECT count(*) FROM workers") == [(1,)],
+                        timeout=60)
+            started = time.monotonic()
+            _poll_until(lambda: server.count_requests("POST", "/v1/batches") == 3, timeout=60)
+            assert time.monotonic() - started < 4.0
+            assert tracker.query("SELECT count(*) FROM batches WHERE status = 'submitted'") == [
+                (3,)]
             proc.send_signal(signal.SIGTERM)
             assert _wait(proc) == 0
         finally:

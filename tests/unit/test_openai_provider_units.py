@@ -51,8 +51,8 @@ def test_normalize_status__unknown_is_logged_once_not_raised(
         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         for _ in range(3):  # e.g. three batches of one list page, or three poll cycles
-            assert normalize_status("weird_new_status") is NormalizedStatus.IN_PROGRESS
-    assert caplog.text.count("weird_new_status") == 1
+            assert normalize_status("status_of_this_test") is NormalizedStatus.IN_PROGRESS
+    assert caplog.text.count("status_of_this_test") == 1
 
 
 # -- JSONL -----------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ LINE_OVERHEAD = 200
 
 
 def pack(ctx: Context) -> int:
-    """Make new `pending` batches from queued items. Returns how many."""
+    """Make new `pending` batches from queued items (one a run under the daemon, which runs
+    pack again as soon as submit has taken it). Returns how many."""
     made = 0
     for provider_name, section in ctx.config.providers.items():
         if not section.enabled or ctx.paused_reason(provider_name):

@@ -35,17 +35,14 @@ from tracker.store.transitions import move_batch, move_item, move_items
 def submit(ctx: Context) -> int:
     """Upload and create every due `pending` batch. Returns how many batches were handled."""
     handled = 0
-    due = ctx.claim_due(frozenset({BatchStatus.PENDING}), "created_at")
+    due = [batch for batch in ctx.claim_due(frozenset({BatchStatus.PENDING}), "created_at")
+           if batch.cancel_requested or not ctx.paused_reason(batch.provider)]
     if due:
         ctx.hand_off_to("pack")  # these are taken: pack the next batch meanwhile
     for batch in due:
-        if ctx.paused_reason(batch.provider) and not batch.cancel_requested:
-            continue
         with isolated(ctx, batch.id, "submit"):
             _submit_guarded(ctx, batch)
         handled += 1
-    if handled:
-        ctx.hand_off_to("poll")
     return handled
 
 

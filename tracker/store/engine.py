@@ -16,7 +16,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from tracker.crashpoints import writing
 from tracker.errors import DatabaseError
+from tracker.store.dialect import is_postgresql
 from tracker.store.migrations import migrations
+from tracker.store.sqlite_file import plain_message
 
 DEFAULT_DB_URL = "sqlite:///tracker.db"
 #: A PostgreSQL session that sits inside a transaction this long (its worker was paused or
@@ -103,10 +105,6 @@ def _sqlite_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
-
-
-def is_postgresql(engine_or_conn: Engine | Connection) -> bool:
-    return engine_or_conn.dialect.name == "postgresql"
 
 
 @contextmanager
@@ -215,16 +213,7 @@ def _db_message(exc: DBAPIError) -> str:
     original = getattr(exc, "orig", None)
     message = str(original) if original is not None else str(exc).splitlines()[0]
     # One line: libpq adds hints on lines of their own.
-    message = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    if "file is not a database" in message:
-        return "not a tracker database (not an SQLite file)"
-    if "unable to open" in message:
-        return "cannot open the database file (check the path and its permissions)"
-    if "readonly" in message or "read-only" in message:
-        return "the database is read-only (check its permissions)"
-    if "locked" in message:
-        return "the database is locked by another process"
-    return message
+    return plain_message(message)
 
 
 def open_database(url: str = DEFAULT_DB_URL) -> Engine:

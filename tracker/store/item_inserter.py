@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+from tracker.errors import DatabaseError
 from tracker.store import sqlite_file
 
 if TYPE_CHECKING:
@@ -68,18 +69,37 @@ class ItemInserter:
 
     def __enter__(self) -> ItemInserter:
         if isinstance(self._database, Path):
-            self._conn: Any = sqlite_file.connect(self._database)
+            try:
+                self._conn: Any = sqlite_file.connect(self._database)
+            except sqlite3.Error as exc:
+                raise self._database_error(exc) from None
             self._close: Callable[[], None] = self._conn.close
         else:
             raw = self._database.raw_connection()
             self._conn = cast(Any, raw.driver_connection)
             self._close = raw.close
         self._cur: Any = self._conn.cursor()
-        if self._pg:
-            self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (ENQUEUE_LOCK,))
-        else:
-            self._cur.execute("BEGIN IMMEDIATE")
+        try:
+            if self._pg:
+                self._cur.execute("SELECT pg_advisory_xact_lock(%s)", (ENQUEUE_LOCK,))
+            else:
+                self._cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:  # e.g. locked by a writer past the busy timeout
+            self._close()
+            raise self._database_error(exc) from None
+        except BaseException:
+            self._close()
+            raise
         return self
+
+    def _database_error(self, exc: sqlite3.Error) -> DatabaseError:
+        if isinstance(self._database, Path):
+            where = str(self._database)
+        else:
+            from tracker.store.engine import describe
+
+            where = describe(self._database)
+        return DatabaseError(f"{where}: {sqlite_file.plain_message(str(exc))}")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

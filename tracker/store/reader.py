@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tracker.errors import DatabaseError
-from tracker.store.sqlite_file import open_current
+from tracker.store.sqlite_file import open_current, plain_message
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -48,7 +48,7 @@ class SqliteReader:
             for row in cursor:
                 yield dict(zip(names, row, strict=True))
         except sqlite3.Error as exc:
-            raise DatabaseError(f"{self.path}: {exc}") from None
+            raise DatabaseError(f"{self.path}: {plain_message(str(exc))}") from None
 
     def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         return list(self.stream(sql, params))

@@ -89,11 +89,6 @@ def status_report(engine: Engine, now: float) -> dict[str, Any]:
         return status_of(reader, now)
 
 
-def iter_results(engine: Engine, status: ItemStatus | None = None) -> Iterator[dict[str, Any]]:
-    with engine_snapshot(engine) as reader:
-        yield from results_of(reader, status)
-
-
 def is_idle(engine: Engine) -> bool:
     """No item waiting or in flight, and no batch open (for any worker)."""
     with engine_snapshot(engine) as reader:

@@ -46,12 +46,28 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def is_current(conn: sqlite3.Connection) -> bool:
-    """The file holds the newest schema (False for any other file, tracker's or not)."""
+    """The file holds the newest schema, in WAL mode as the engine leaves it (False for any
+    other file, tracker's or not)."""
     try:
         version = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
     except sqlite3.Error:
         return False
-    return bool(version == latest_version("sqlite"))
+    return bool(version == latest_version("sqlite") and journal == "wal")
+
+
+def plain_message(message: str) -> str:
+    """A driver's error as one line a user can act on."""
+    message = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    if "file is not a database" in message:
+        return "not a tracker database (not an SQLite file)"
+    if "unable to open" in message:
+        return "cannot open the database file (check the path and its permissions)"
+    if "readonly" in message or "read-only" in message:
+        return "the database is read-only (check its permissions)"
+    if "locked" in message:
+        return "the database is locked by another process"
+    return message
 
 
 def open_current(url: str) -> tuple[Path, sqlite3.Connection] | None:
