@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import sys
 import time
@@ -191,9 +190,14 @@ def _check_credentials(ctx: Context) -> None:
               show_default=True, help="Seconds between status checks of a running batch.")
 @click.option("--lease-ttl", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
               help="Seconds without a heartbeat after which another worker may take over.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              envvar="TRACKER_LOG_FORMAT", show_default=True,
+              help="Log lines on stderr as text, or as one JSON object each "
+                   "(env TRACKER_LOG_FORMAT).")
 @pass_settings
 @expected_errors
-def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: float) -> None:
+def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: float,
+        log_format: str) -> None:
     """Run a worker: pack, submit, poll, download, retry. SIGTERM/SIGINT stop it cleanly.
 
     On SQLite one worker runs per database file; on PostgreSQL start as many as you like, on
@@ -205,8 +209,9 @@ def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: f
         tracker run --poll-interval 30
     """
     from tracker.daemon import Daemon
+    from tracker.logs import setup_logging
 
-    _setup_logging(_secrets(settings.config))
+    setup_logging(_secrets(settings.config), log_format)
     ctx = settings.context(poll_interval)
     _check_credentials(ctx)
     sys.exit(Daemon(ctx, until_idle=until_idle, lease_ttl=lease_ttl).run())
@@ -328,17 +333,6 @@ def retry(settings: Settings, failed: bool, cancelled: bool) -> None:
     click.echo(f"re-queued {moved} items")
 
 
-class _RedactingFormatter(logging.Formatter):
-    """Masks keys in the whole formatted record, tracebacks included."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(message)s")
-        self.secrets = secrets
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_secrets(super().format(record), *self.secrets)
-
-
 def _secrets(config: TrackerConfig) -> list[str]:
     """The key values in use: from the config, or the environment variables it names."""
     found = []
@@ -346,19 +340,6 @@ def _secrets(config: TrackerConfig) -> list[str]:
         variable = section.api_key_env or registry.provider_class(name).api_key_env
         found.append(section.api_key or (os.environ.get(variable) if variable else None))
     return [value for value in found if value]
-
-
-def _setup_logging(secrets: list[str]) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter(secrets))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    for noisy in ("httpx", "httpx2", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Steps share one worker thread, so a tick that finds the previous run of its step still
-    # going is skipped by design; APScheduler would warn about each one.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 def main() -> None:

@@ -70,13 +70,15 @@ class Tracker:
 
     def start(self, crash_at: str | None = None, *, pause_at: str | None = None,
               lease_ttl: float | None = None, poll_interval: float = 0.1,
-              log_path: Path | None = None) -> subprocess.Popen[bytes]:
+              log_path: Path | None = None,
+              extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         env = dict(self.env)
         if crash_at:
             env["TRACKER_CRASH_AT"] = crash_at
         if pause_at:
             env["TRACKER_PAUSE_AT"] = pause_at
         extra = ["--lease-ttl", str(lease_ttl)] if lease_ttl is not None else []
+        extra += extra_args
         with (log_path or self.log).open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "tracker", "run", "--until-idle", "--poll-interval",

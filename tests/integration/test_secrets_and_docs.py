@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +64,25 @@ def test_api_key__never_stored_logged_or_shown(server: FakeOpenAI, tmp_path: Pat
     assert [cell for cell in cells if "VERYSECRET" in cell] == []
 
 
+def test_log_format_json__every_line_is_one_object_and_keys_stay_masked(
+        server: FakeOpenAI, tmp_path: Path, db_url: str) -> None:
+    tracker = Tracker(tmp_path, server, max_prompts=5, db_url=db_url)
+    tracker.env["OPENAI_API_KEY"] = SECRET
+    tracker.enqueue(3)
+    # the first create fails with the key echoed back in the error message
+    server.add_fault(Fault(method="POST", path="/v1/batches", status=500,
+                           message=f"upstream failed for key {SECRET}.", times=1))
+    assert _wait(tracker.start(extra_args=("--log-format", "json"))) == 0
+    lines = tracker.log.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, or this fails
+    assert {"time", "level", "logger", "message", "pid", "thread"} <= set(entries[0])
+    messages = [entry["message"] for entry in entries]
+    assert any("ingested; 3 succeeded" in message for message in messages)
+    assert any("upstream failed" in message for message in messages)
+    assert "VERYSECRET" not in tracker.log.read_text()
+    tracker.close()
+
+
 def _readme_queries() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Auditing with SQL", 1)[1].split("\n## ", 1)[0]
@@ -98,3 +119,38 @@ def test_demo__runs_end_to_end(tmp_path: Path) -> None:
     assert "sample-001   succeeded" in done.stdout
     assert "sample-007   succeeded      2" in done.stdout  # retried after a transient 500
     assert "sample-008   failed" in done.stdout
+
+
+def _service_settings(path: Path) -> dict[str, list[str]]:
+    """`Key=Value` lines of a unit's [Service] section (keys may repeat)."""
+    settings: dict[str, list[str]] = {}
+    section = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_systemd_unit__restarts_on_failure_with_the_cli_s_own_settings() -> None:
+    from tracker.cli import cli
+
+    unit = ROOT / "docs" / "tracker.service"
+    settings = _service_settings(unit)
+    assert settings["Restart"] == ["on-failure"]
+    assert settings["RestartPreventExitStatus"] == ["2"]  # bad input: the CLI's exit code
+    assert settings["KillSignal"] == ["SIGTERM"]
+    assert settings["ExecStart"][0].endswith("/tracker run")
+    run_command = cli.commands["run"]
+    known = {param.envvar for param in [*cli.params, *run_command.params] if param.envvar}
+    variables = {value.split("=", 1)[0] for value in settings["Environment"]}
+    assert variables and variables <= known, variables - known
+    if shutil.which("systemd-analyze"):
+        done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                              text=True)
+        complaints = [line for line in done.stderr.splitlines()
+                      if "is not executable" not in line]  # /opt/tracker is an example path
+        assert complaints == [], complaints
