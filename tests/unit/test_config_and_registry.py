@@ -121,21 +121,3 @@ def test_register_provider__plugs_in_by_name() -> None:
             registry.register_provider("echo-test", OpenAIBatchProvider)
     finally:
         registry._factories.pop("echo-test", None)
-
-
-def test_log_formatter__masks_keys_in_messages_and_tracebacks() -> None:
-    import logging
-
-    from tracker.cli import _RedactingFormatter
-
-    formatter = _RedactingFormatter(["azure-key-123456"])
-    try:
-        raise RuntimeError("failed with azure-key-123456 and sk-proj-abcdefghijkl")
-    except RuntimeError:
-        import sys
-
-        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "key %s", ("azure-key-123456",),
-                                   sys.exc_info())
-    text = formatter.format(record)
-    assert "azure-key-123456" not in text and "abcdefghijkl" not in text
-    assert "RuntimeError" in text

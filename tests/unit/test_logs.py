@@ -42,7 +42,11 @@ def test_json__the_key_is_masked_in_the_message_and_the_traceback() -> None:
     assert "RuntimeError: the provider said: bad key" in entry["exception"]
 
 
-def test_text__the_key_is_masked_in_the_whole_line() -> None:
-    line = RedactingFormatter([KEY]).format(
-        _record("create refused: %s", KEY, with_traceback=True))
-    assert KEY not in line and "create refused" in line and "RuntimeError" in line
+def test_text__the_keys_are_masked_in_the_whole_line() -> None:
+    """The key in use (verbatim, whatever its form) and anything shaped like an OpenAI key."""
+    line = RedactingFormatter(["azure-key-123456"]).format(
+        _record("create refused: %s and %s", "azure-key-123456", "sk-proj-abcdefghijkl",
+                with_traceback=True))
+    assert "azure-key-123456" not in line and "abcdefghijkl" not in line
+    assert KEY not in line  # in the traceback
+    assert "create refused" in line and "RuntimeError" in line
