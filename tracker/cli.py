@@ -198,7 +198,7 @@ def _check_credentials(ctx: Context) -> None:
 @expected_errors
 def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: float,
         log_format: str) -> None:
-    """Run a worker: pack, submit, poll, download, retry. SIGTERM/SIGINT stop it cleanly.
+    """Run a worker: pack, submit, poll, download, retry, delete files; SIGTERM stops it.
 
     On SQLite one worker runs per database file; on PostgreSQL start as many as you like, on
     one machine or many: they share the batches and take over those of a worker that stops.
@@ -246,6 +246,11 @@ def status(settings: Settings, as_json: bool) -> None:
         click.echo(f"  pid {worker['pid']} on {worker['host']}: heartbeat "
                    f"{worker['heartbeat_age_seconds']:.0f}s ago, "
                    f"{worker['claimed_batches']} open batch(es) claimed")
+    files = report["provider_files_to_delete"]
+    if files["pending"]:
+        failing = (f" ({files['failing']} failing: {files['last_error']})"
+                   if files["failing"] else "")
+        click.echo(f"provider files to delete: {files['pending']}{failing}")
     for paused in report["paused_providers"]:
         click.echo(f"PAUSED {paused['provider']}: {paused['reason']}")
     for error in report["batch_errors"]:

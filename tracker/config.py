@@ -34,7 +34,8 @@ class ModelConfig(_Strict):
 
 
 #: Provider keys that steer the tracker, not the provider's client.
-TRACKER_POLICY_KEYS = frozenset({"enabled", "max_attempts", "not_found_grace", "list_lag_grace"})
+TRACKER_POLICY_KEYS = frozenset({"enabled", "max_attempts", "not_found_grace", "list_lag_grace",
+                                 "delete_files"})
 
 
 class ProviderConfig(_Strict):
@@ -55,6 +56,9 @@ class ProviderConfig(_Strict):
     #: Seconds after a create whose answer was lost before creating again: the provider's
     #: list may show a new batch this late.
     list_lag_grace: float = Field(default=60.0, ge=0)
+    #: When a batch's files at the provider are deleted: once it is ingested (its input file,
+    #: and its output and error files, downloaded and stored by then), or never.
+    delete_files: Literal["after_ingest", "never"] = "after_ingest"
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

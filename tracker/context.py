@@ -190,6 +190,12 @@ class Context:
         """Where `model`'s requests go, by its mode."""
         return self._described_by(provider).endpoint_for(self.mode(provider, model))
 
+    def deletes_files(self, provider: str) -> bool:
+        """Whether `provider`'s batch files are deleted once a batch is ingested. A provider
+        no longer in the config keeps its files (nothing here says otherwise)."""
+        section = self.config.providers.get(provider)
+        return section is not None and section.delete_files == "after_ingest"
+
     def max_attempts(self, provider: str) -> int:
         return self.config.provider(provider).max_attempts
 

@@ -28,24 +28,31 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from tracker.context import Context, log
 from tracker.errors import LeaseLost
 from tracker.steps import ingest, pack, poll, submit
+from tracker.steps.delete_files import delete_files
 from tracker.store import lease as leases
 from tracker.store import reports, workers
 from tracker.store.engine import is_postgresql, write
 
 
 def is_idle(ctx: Context) -> bool:
-    """No item waiting or in flight, and no batch open (for any worker)."""
-    return reports.is_idle(ctx.engine)
+    """No item waiting or in flight, no batch open (for any worker), and no provider file
+    due for deletion."""
+    return reports.is_idle(ctx.engine, ctx.now())
+
+
+#: The steps, in the order of one pass.
+STEPS = (("pack", pack), ("submit", submit), ("poll", poll), ("ingest", ingest),
+         ("delete_files", delete_files))
 
 
 def run_steps_once(ctx: Context) -> None:
     """One pass of every step, in order (what one tick of the daemon does)."""
-    for step in (pack, submit, poll, ingest):
+    for _, step in STEPS:
         step(ctx)
 
 
 #: The scheduler's jobs that run steps (all but the heartbeat).
-STEP_JOBS = ("pack", "submit", "poll", "ingest", "idle")
+STEP_JOBS = (*(name for name, _ in STEPS), "idle")
 
 
 class Daemon:
@@ -156,9 +163,7 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         start = datetime.now()
-        for offset, (name, step) in enumerate(
-            (("pack", pack), ("submit", submit), ("poll", poll), ("ingest", ingest))
-        ):
+        for offset, (name, step) in enumerate(STEPS):
             scheduler.add_job(self._guard(name, step), "interval", seconds=self.tick, id=name,
                               next_run_time=start + timedelta(milliseconds=offset))
         scheduler.add_job(self._guard("idle", lambda _ctx: self._check_idle()), "interval",

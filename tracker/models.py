@@ -126,3 +126,17 @@ class Worker(SQLModel, table=True):
     started_at: float
     heartbeat_at: float
     expires_at: float
+
+
+class FileDeletion(SQLModel, table=True):
+    __tablename__ = "file_deletions"
+
+    provider: str = Field(primary_key=True)
+    file_id: str = Field(primary_key=True)
+    batch_id: str = Field(foreign_key="batches.id")
+    kind: str
+    created_at: float
+    due_at: float
+    attempts: int = 0
+    last_error: str | None = None
+    deleted_at: float | None = None

@@ -301,7 +301,8 @@ def test_non_latin_text__batches_are_sized_in_bytes(ctx: Context, server: FakeOp
                                                     clock: ManualClock) -> None:
     provider = ctx.providers["openai"]
     provider.max_bytes_per_batch = 6000  # stands in for the 200 MB limit
-    ctx.config = make_config(max_prompts=50)
+    # the input files are kept, to be measured below
+    ctx.config = make_config(max_prompts=50, provider={"delete_files": "never"})
     text_3_bytes_a_char = "批处理" * 200  # 600 characters, 1,800 bytes
     enqueue(ctx, {f"q{i}": f"{text_3_bytes_a_char} {i}" for i in range(6)})
     drive(ctx, clock)

@@ -322,6 +322,13 @@ class BaseBatchProvider(ABC):
         """Ask the provider to cancel the batch. A provider that refuses because the batch has
         ended may raise `PermanentProviderError` (the caller then reads the status)."""
 
+    def delete_file(self, file_id: str) -> None:
+        """Delete one of the provider's files (a batch's input file, or a result file the
+        tracker has stored). Safe to repeat: a file already gone raises
+        `PermanentProviderError` with `status_code` 404, which the caller counts as deleted.
+        A provider whose batches use no files has nothing to delete (this default)."""
+        return None
+
     def failed_validation(self, provider_status: str | None) -> bool:
         """Whether the provider status says the batch was refused as a whole before it ran
         (its batch-level errors say why), rather than expired or cancelled."""

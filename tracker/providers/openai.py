@@ -395,6 +395,12 @@ class OpenAIBatchProvider(BaseBatchProvider):
         except Exception as exc:
             raise self._error(exc) from exc
 
+    def delete_file(self, file_id: str) -> None:
+        try:
+            self._client.files.delete(file_id)
+        except Exception as exc:
+            raise self._error(exc) from exc
+
     # -- the finer steps of submit ----------------------------------------------------------
 
     def upload_input(self, prepared: PreparedBatch) -> UploadedFile:

@@ -43,7 +43,7 @@ from tracker.steps.common import VANISHED
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.outcome_spool import OutcomeSpool
 from tracker.steps.reconcile import sweep_duplicates, sweep_window
-from tracker.store import batches, items
+from tracker.store import batches, file_deletions, items
 from tracker.store.engine import read
 from tracker.store.transitions import ItemOutcome, move_batch, record_item_outcomes
 
@@ -56,6 +56,8 @@ def ingest(ctx: Context) -> int:
     for batch in ctx.claim_due(ENDED_BATCH, "next_action_at"):
         with isolated(ctx, batch.id, "ingest"):
             closed += _ingest_guarded(ctx, batch)
+    if closed:
+        ctx.hand_off_to("delete_files")
     return closed
 
 
@@ -238,7 +240,8 @@ def _ingest_validation_failure(ctx: Context, batch: Batch) -> None:
                                     not_before=not_before))
         _store(conn, batch.id, charged, now)
         _store(conn, batch.id, refunded, now)
-        counts = _finish(conn, batch, "batch failed validation", now)
+        counts = _finish(conn, batch, "batch failed validation", now,
+                         delete_files=ctx.deletes_files(batch.provider))
     log.info("batch %s: failed validation; %s", batch.id, _summary(counts))
 
 
@@ -292,7 +295,8 @@ def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason
     finally:
         spool.close()
     with ctx.write() as conn:
-        totals = _finish(conn, batch, reason, now)
+        totals = _finish(conn, batch, reason, now,
+                         delete_files=ctx.deletes_files(batch.provider))
     shutil.rmtree(results_directory(ctx, batch.id), ignore_errors=True)
     crash_point("after_ingest")
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(totals))
@@ -354,9 +358,11 @@ def _output_data(result: ProviderResultRow | None) -> str | None:
 _SUMMARY = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.RETRY, Outcome.CANCELLED)
 
 
-def _finish(conn: Connection, batch: Batch, reason: str, now: float) -> Counter[str]:
+def _finish(conn: Connection, batch: Batch, reason: str, now: float, *,
+            delete_files: bool) -> Counter[str]:
     """Close the batch; returns its counts (every run's, from this ingest and earlier ones).
-    Refused while an item is still in it: a batch is never closed over an item not stored."""
+    Refused while an item is still in it: a batch is never closed over an item not stored.
+    With `delete_files`, its files at the provider are put up for deletion."""
     left = items.count_in_batch(conn, batch.id)
     if left:
         raise StaleBatch(f"{left} items of batch {batch.id} are still in it after its results "
@@ -366,6 +372,8 @@ def _finish(conn: Connection, batch: Batch, reason: str, now: float) -> Counter[
     move_batch(conn, batch.id, batch.status, BatchStatus.INGESTED,
                f"{reason}; {_summary(totals)}", now, ingested_at=now, next_action_at=None,
                cancel_requested=0)
+    if delete_files:
+        file_deletions.schedule_batch_files(conn, batch.id, now)
     return totals
 
 

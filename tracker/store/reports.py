@@ -48,6 +48,12 @@ def status_of(reader: Reader, now: float) -> dict[str, Any]:
         "SELECT id, provider_batch_id, status, last_error, next_action_at FROM batches "
         f"WHERE status IN {_OPEN} AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 10")
     leases = reader.rows("SELECT host, pid, heartbeat_at, expires_at FROM daemon_lease")
+    deletions = reader.rows(
+        "SELECT count(*) AS pending, count(last_error) AS failing "
+        "FROM file_deletions WHERE deleted_at IS NULL")[0]
+    deletion_error = reader.scalar(
+        "SELECT last_error FROM file_deletions WHERE deleted_at IS NULL "
+        "AND last_error IS NOT NULL ORDER BY due_at DESC LIMIT 1")
     live = reader.rows(
         "SELECT w.host, w.pid, w.heartbeat_at, (SELECT count(*) FROM batches b "
         "WHERE b.claimed_by = w.id AND b.status <> 'ingested') AS claimed "
@@ -66,6 +72,9 @@ def status_of(reader: Reader, now: float) -> dict[str, Any]:
         "daemon": None if daemon is None or daemon["expires_at"] < now else {
             "host": daemon["host"], "pid": daemon["pid"],
             "heartbeat_age_seconds": round(now - daemon["heartbeat_at"], 1)},
+        "provider_files_to_delete": {"pending": int(deletions["pending"]),
+                                     "failing": int(deletions["failing"]),
+                                     "last_error": deletion_error},
         "workers": [{"host": w["host"], "pid": w["pid"],
                      "heartbeat_age_seconds": round(max(now - w["heartbeat_at"], 0.0), 1),
                      "claimed_batches": w["claimed"]} for w in live],
@@ -89,9 +98,12 @@ def status_report(engine: Engine, now: float) -> dict[str, Any]:
         return status_of(reader, now)
 
 
-def is_idle(engine: Engine) -> bool:
-    """No item waiting or in flight, and no batch open (for any worker)."""
+def is_idle(engine: Engine, now: float) -> bool:
+    """No item waiting or in flight, no batch open (for any worker), and no provider file
+    due for deletion (one whose deletes fail and wait for a later try does not count)."""
     with engine_snapshot(engine) as reader:
         return not reader.scalar(
             f"SELECT EXISTS (SELECT 1 FROM items WHERE status IN {_UNFINISHED_ITEMS}) "
-            f"OR EXISTS (SELECT 1 FROM batches WHERE status IN {_OPEN})")
+            f"OR EXISTS (SELECT 1 FROM batches WHERE status IN {_OPEN}) "
+            "OR EXISTS (SELECT 1 FROM file_deletions WHERE deleted_at IS NULL "
+            "AND due_at <= :now)", {"now": now})
