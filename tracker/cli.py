@@ -264,6 +264,102 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 @cli.command()
+@click.argument("ident", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_settings
+@expected_errors
+def show(settings: Settings, ident: str, as_json: bool) -> None:
+    """One item (by id) or batch (by local or provider id): its fields, payload or files,
+    output or error, and every transition with its reason.
+
+    Example:
+
+    \b
+        tracker show sample-003
+        tracker show batch_abc123 --json
+    """
+    from tracker.store.details import batch_detail, item_detail
+
+    with settings.snapshot() as reader:
+        details = {"item": item_detail(reader, ident), "batch": batch_detail(reader, ident)}
+    found = {kind: detail for kind, detail in details.items() if detail is not None}
+    if not found:
+        raise BadInput(f"no item or batch has the id {ident!r}")
+    if as_json:
+        click.echo(json.dumps(found, ensure_ascii=False))
+        return
+    for kind, detail in found.items():
+        click.echo("\n".join(_item_lines(detail) if kind == "item" else _batch_lines(detail)))
+
+
+def _when(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(epoch))
+
+
+def _history_lines(transitions: list[dict[str, Any]]) -> list[str]:
+    lines = ["  history:"]
+    for step in transitions:
+        move = f"{step['from']} -> {step['to']}" if step["from"] else f"-> {step['to']}"
+        lines.append(f"    {_when(step['at'])}  {move:<24} {step['reason'] or ''}".rstrip())
+    return lines
+
+
+def _n(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _item_lines(item: dict[str, Any]) -> list[str]:
+    batch = item["batch_id"] or "none"
+    if item["provider_batch_id"]:
+        batch += f" ({item['provider_batch_id']} at the provider)"
+    lines = [
+        f"item {item['id']}: {item['status']} ({item['status_reason'] or ''})",
+        f"  provider {item['provider']}, model {item['model']}, {item['attempts']} "
+        f"attempt(s), batch {batch}",
+        f"  created {_when(item['created_at'])}, finished {_when(item['finished_at'])}",
+        f"  tokens: prompt {_n(item['prompt_tokens'])}, completion "
+        f"{_n(item['completion_tokens'])}, total {_n(item['total_tokens'])} (estimated "
+        f"prompt {item['est_tokens']})",
+    ]
+    if item["output_text"] is not None:
+        lines.append(f"  output: {item['output_text']}")
+    if item["error_message"] is not None:
+        lines.append(f"  error: {item['error_message']} (code {_n(item['error_code'])}, "
+                     f"HTTP {_n(item['error_status'])})")
+    lines.append(f"  payload: {json.dumps(item['payload'], ensure_ascii=False)}")
+    return lines + _history_lines(item["transitions"])
+
+
+def _batch_lines(batch: dict[str, Any]) -> list[str]:
+    counts = ", ".join(f"{status} {n}" for status, n in batch["items_by_status"].items())
+    lines = [
+        f"batch {batch['id']}: {batch['status']} ({batch['status_reason'] or ''})",
+        f"  provider {batch['provider']} batch {batch['provider_batch_id'] or '-'} "
+        f"({batch['provider_status'] or 'not created'}), model {batch['model']}",
+        f"  files: input {batch['input_file_id'] or '-'}, output "
+        f"{batch['output_file_id'] or '-'}, error {batch['error_file_id'] or '-'}",
+        f"  items: {batch['item_count']} sent; provider counts {batch['request_completed']}"
+        f"/{batch['request_total']} done, {batch['request_failed']} failed",
+        f"  stored: {batch['succeeded_count']} succeeded, {batch['failed_count']} failed, "
+        f"{batch['requeued_count']} re-queued, {batch['cancelled_count']} cancelled; "
+        f"items whose last batch it is: {counts or 'none'}",
+        f"  created {_when(batch['created_at'])}, submitted {_when(batch['submitted_at'])}, "
+        f"ended {_when(batch['ended_at'])}, ingested {_when(batch['ingested_at'])}",
+    ]
+    if batch["duplicate_of"]:
+        lines.append(f"  duplicate of {batch['duplicate_of']} (results discarded)")
+    if batch["last_error"]:
+        lines.append(f"  last error: {batch['last_error']}")
+    for deletion in batch["file_deletions"]:
+        state = (f"deleted {_when(deletion['deleted_at'])}" if deletion["deleted_at"]
+                 else f"to delete ({deletion['attempts']} tries: {deletion['last_error']})")
+        lines.append(f"  {deletion['kind']} file {deletion['file_id']}: {state}")
+    return lines + _history_lines(batch["transitions"])
+
+
+@cli.command()
 @click.option("--status", "item_status", default=None,
               type=click.Choice([status.value for status in ItemStatus]))
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl",
