@@ -194,10 +194,14 @@ def _check_credentials(ctx: Context) -> None:
               envvar="TRACKER_LOG_FORMAT", show_default=True,
               help="Log lines on stderr as text, or as one JSON object each "
                    "(env TRACKER_LOG_FORMAT).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics at /metrics and a health check at /healthz.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address the metrics server listens on (0.0.0.0: every interface).")
 @pass_settings
 @expected_errors
 def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: float,
-        log_format: str) -> None:
+        log_format: str, metrics_port: int | None, metrics_host: str) -> None:
     """Run a worker: pack, submit, poll, download, retry, delete files; SIGTERM stops it.
 
     On SQLite one worker runs per database file; on PostgreSQL start as many as you like, on
@@ -214,7 +218,9 @@ def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: f
     setup_logging(_secrets(settings.config), log_format)
     ctx = settings.context(poll_interval)
     _check_credentials(ctx)
-    sys.exit(Daemon(ctx, until_idle=until_idle, lease_ttl=lease_ttl).run())
+    address = None if metrics_port is None else (metrics_host, metrics_port)
+    sys.exit(Daemon(ctx, until_idle=until_idle, lease_ttl=lease_ttl,
+                    metrics_address=address).run())
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import threading
@@ -66,6 +67,24 @@ class Context:
     #: The daemon's hand-off: run the named step now, not at its next tick. None when no
     #: daemon runs the steps (they then run in a fixed order).
     hand_off: Callable[[str], None] | None = None
+    #: The daemon's metrics, when served: `(step, kind)` of each failure a step meets, and
+    #: `(provider, endpoint, outcome)` of each HTTP call to a provider.
+    count_error: Callable[[str, str], None] | None = None
+    count_call: Callable[[str, str, str], None] | None = None
+
+    def report_to(self, count_error: Callable[[str, str], None],
+                  count_call: Callable[[str, str, str], None]) -> None:
+        """Send step failures and provider calls to the metrics from now on (providers
+        built already included)."""
+        self.count_error, self.count_call = count_error, count_call
+        with self._providers_lock:
+            for name, provider in self.providers.items():
+                provider.call_observer = functools.partial(count_call, name)
+
+    def note_error(self, kind: str, step: str | None = None) -> None:
+        """A step met a failure of `kind` (by default the step running in this thread)."""
+        if self.count_error is not None:
+            self.count_error(step or getattr(self._handling, "step", None) or "-", kind)
 
     def hand_off_to(self, step: str) -> None:
         """Work is ready for `step` (a batch packed, created or ended)."""
@@ -105,14 +124,16 @@ class Context:
         return [row for row in rows if not self.held_back(row.id)][:wanted]
 
     @contextmanager
-    def handling(self, batch_id: str) -> Iterator[None]:
+    def handling(self, batch_id: str, step: str | None = None) -> Iterator[None]:
         """Writes and provider calls inside this block are about `batch_id`: each first checks
-        that this worker still holds its claim."""
+        that this worker still holds its claim. `step`: the step doing it (for metrics)."""
         self._handling.batch_id = batch_id
+        self._handling.step = step
         try:
             yield
         finally:
             self._handling.batch_id = None
+            self._handling.step = None
 
     def _check_fence(self, conn: Connection, *, lock: bool) -> None:
         """`LeaseLost` if this daemon lost its lease or worker row (it must stop);
@@ -169,6 +190,9 @@ class Context:
             if name not in self.providers:
                 options = self.config.provider(name).client_options()
                 self.providers[name] = registry.create_provider(name, options)
+                if self.count_call is not None:
+                    self.providers[name].call_observer = functools.partial(
+                        self.count_call, name)
             return self.providers[name]
 
     def _described_by(self, provider: str) -> BaseBatchProvider | type[BaseBatchProvider]:

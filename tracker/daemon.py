@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -57,7 +58,8 @@ STEP_JOBS = (*(name for name, _ in STEPS), "idle")
 
 class Daemon:
     def __init__(self, ctx: Context, *, until_idle: bool = False,
-                 tick: float | None = None, lease_ttl: float = leases.LEASE_TTL) -> None:
+                 tick: float | None = None, lease_ttl: float = leases.LEASE_TTL,
+                 metrics_address: tuple[str, int] | None = None) -> None:
         ctx.worker_ttl = lease_ttl
         ctx.hand_off = self.hand_off
         self.ctx = ctx
@@ -73,11 +75,14 @@ class Daemon:
         #: Set when a step is handed work while it runs: it runs again right after.
         self.handed = {name: threading.Event() for name in STEP_JOBS}
         self.scheduler: BackgroundScheduler | None = None
+        self.metrics_address = metrics_address
+        self.last_heartbeat = self.last_tick = time.monotonic()
 
     def _guard(self, name: str, step: Callable[[Context], object]) -> Callable[[], None]:
         def job() -> None:
             if self.stop_event.is_set():
                 return
+            self.last_tick = time.monotonic()
             try:
                 with self.step_running[name]:
                     while not self.stop_event.is_set():
@@ -87,8 +92,9 @@ class Daemon:
                             break
             except LeaseLost:
                 self._lease_lost()
-            except Exception:
+            except Exception as exc:
                 # A step that fails is retried at the next tick; the daemon keeps running.
+                self.ctx.note_error(type(exc).__name__, name)
                 log.exception("step %s failed; it will run again", name)
         return job
 
@@ -117,8 +123,25 @@ class Daemon:
                 self.ctx.engine, self.ctx.worker, None, self.lease_ttl)
             if not renewed:
                 self._lease_lost()
+            else:
+                self.last_heartbeat = time.monotonic()
         except Exception:
             log.exception("lease heartbeat failed; will retry")
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy while this worker holds its lease (a heartbeat within it) and its steps
+        keep ticking; the reason either way, for `/healthz`."""
+        now = time.monotonic()
+        if self.lost_lease:
+            return False, "lost its lease to another process"
+        if self.stop_event.is_set():
+            return False, "stopping"
+        beat, tick = now - self.last_heartbeat, now - self.last_tick
+        if beat > self.lease_ttl:
+            return False, f"no heartbeat for {beat:.0f}s (lease {self.lease_ttl:.0f}s)"
+        if tick > 3 * self.tick + 5:
+            return False, f"no step has started for {tick:.0f}s"
+        return True, f"lease held, heartbeat {beat:.1f}s ago, last tick {tick:.1f}s ago"
 
     def _start_worker(self) -> None:
         engine, now = self.ctx.engine, self.ctx.now()
@@ -153,8 +176,26 @@ class Daemon:
         log.info("received %s; finishing the current step", signal.Signals(signum).name)
         self.stop_event.set()
 
+    def _serve_metrics(self) -> Callable[[], None]:
+        """Start `/metrics` and `/healthz`; returns what stops them (nothing without an
+        address)."""
+        if self.metrics_address is None:
+            return lambda: None
+        from tracker.metrics import Metrics, serve
+        from tracker.store.reader import engine_snapshot
+
+        engine = self.ctx.engine
+        metrics = Metrics(lambda: engine_snapshot(engine))
+        self.ctx.report_to(metrics.count_error, metrics.count_call)
+        host, port = self.metrics_address
+        server = serve(metrics, host, port, self.health)
+        log.info("metrics at http://%s:%d/metrics, health at /healthz", host, server.port)
+        return server.stop
+
     def run(self) -> int:
+        stop_metrics = self._serve_metrics()
         self._start_worker()
+        self.last_heartbeat = time.monotonic()
         previous = {sig: signal.signal(sig, self.request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = self.scheduler = BackgroundScheduler(
@@ -184,6 +225,7 @@ class Daemon:
                     pass
             scheduler.shutdown(wait=True)
             self._stop_worker()
+            stop_metrics()
             self.ctx.hand_off = None
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -235,6 +235,19 @@ def missing_result_row(custom_id: str) -> ProviderResultRow:
     )
 
 
+#: Path segments kept in an endpoint's name; any other (an id) becomes `{id}`.
+_ROUTE_WORDS = frozenset({"v1", "batches", "files", "content", "cancel", "chat", "completions",
+                          "embeddings", "responses", "messages", "results"})
+
+
+def endpoint_name(method: str, path: str) -> str:
+    """`POST /v1/batches/{id}/cancel` for `POST /v1/batches/batch_abc/cancel`: one name per
+    route, not per batch (a metric label must not grow with the data)."""
+    parts = [part if part in _ROUTE_WORDS else "{id}"
+             for part in path.strip("/").split("/") if part]
+    return f"{method} /{'/'.join(parts)}"
+
+
 class BaseBatchProvider(ABC):
     """What the tracker needs from a batch API."""
 
@@ -257,6 +270,13 @@ class BaseBatchProvider(ABC):
     #: Whether `prepare_payloads` takes payloads as `StoredPayload` (JSON text it may copy);
     #: otherwise each `input_payload` is a plain dict.
     takes_stored_payloads: bool = False
+    #: Told of every HTTP call: `(endpoint, outcome)`, e.g. `("POST /v1/files", "200")` or
+    #: `(..., "connection_error")`; set by the daemon for its metrics.
+    call_observer: Callable[[str, str], None] | None = None
+
+    def observe_call(self, method: str, path: str, outcome: str) -> None:
+        if self.call_observer is not None:
+            self.call_observer(endpoint_name(method, path), outcome)
 
     @classmethod
     def endpoint_for(cls, mode: str) -> str:

@@ -72,6 +72,25 @@ SEED_MODEL_FAMILIES = re.compile(
 _LOGGED_UNKNOWN: set[str] = set()
 
 
+class _ObservedTransport(httpx2.HTTPTransport):
+    """Tells the provider of each HTTP call the SDK makes (retries included) and how it
+    ended, for the daemon's metrics."""
+
+    def __init__(self, provider: BaseBatchProvider) -> None:
+        super().__init__()
+        self._provider = provider
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            response = super().handle_request(request)
+        except Exception:
+            self._provider.observe_call(request.method, request.url.path, "connection_error")
+            raise
+        self._provider.observe_call(request.method, request.url.path,
+                                    str(response.status_code))
+        return response
+
+
 def normalize_status(provider_status: str) -> NormalizedStatus:
     """The seed's mapping; an unknown status is logged (once per process) and treated as
     still running."""
@@ -211,6 +230,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
             project=config.get("project"),
             max_retries=int(config.get("max_retries", 2)),
             timeout=float(config.get("timeout", 120.0)),
+            http_client=openai.DefaultHttpxClient(transport=_ObservedTransport(self)),
         )
         # Create and cancel are never retried by the SDK: a retried create can make a second
         # paid batch, and a 409 on cancel is an answer, not a lock timeout.

@@ -15,6 +15,7 @@ from tracker.providers.base import (
 )
 from tracker.redact import redact_secrets
 from tracker.retry import backoff_delay
+from tracker.steps.failures import error_kind
 from tracker.store import file_deletions
 from tracker.store.file_deletions import FileToDelete
 
@@ -42,20 +43,22 @@ def _delete_one(ctx: Context, row: FileToDelete) -> int:
         raise
     except PermanentProviderError as exc:
         if exc.status_code != 404:
-            return _failed(ctx, row, exc.message, None)
+            return _failed(ctx, row, exc.message, None, error_kind(exc))
         note = "already gone (404)"
     except TransientProviderError as exc:
-        return _failed(ctx, row, exc.message, exc.retry_after)
+        return _failed(ctx, row, exc.message, exc.retry_after, error_kind(exc))
     except ProviderError as exc:
-        return _failed(ctx, row, exc.message, None)
+        return _failed(ctx, row, exc.message, None, error_kind(exc))
     except Exception as exc:  # e.g. a provider no longer configured: recorded, tried later
-        return _failed(ctx, row, f"{type(exc).__name__}: {exc}", None)
+        return _failed(ctx, row, f"{type(exc).__name__}: {exc}", None, type(exc).__name__)
     with ctx.write() as conn:
         file_deletions.record_deleted(conn, row, ctx.now(), note)
     return 1
 
 
-def _failed(ctx: Context, row: FileToDelete, message: str, hint: float | None) -> int:
+def _failed(ctx: Context, row: FileToDelete, message: str, hint: float | None,
+            kind: str) -> int:
+    ctx.note_error(kind, "delete_files")
     delay = backoff_delay(row.attempts + 1, hint, first=FIRST_RETRY, cap=LAST_RETRY)
     message = redact_secrets(message)
     log.warning("deleting %s file %s failed (%s); will try again in %.0fs", row.provider,

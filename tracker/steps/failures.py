@@ -25,9 +25,16 @@ PROBE_INTERVAL = 60.0
 def record_failure(ctx: Context, batch_id: str, exc: ProviderError,
                    delay: float | None = None) -> None:
     """A call about this batch failed: keep the error, try again after a back-off."""
+    ctx.note_error(error_kind(exc))
     record_error(ctx, batch_id, exc.message,
                  hint=exc.retry_after if isinstance(exc, TransientProviderError) else None,
                  delay=delay)
+
+
+def error_kind(exc: ProviderError) -> str:
+    """A provider error's kind for the metrics: its code, else its HTTP status, else its
+    class."""
+    return exc.code or (str(exc.status_code) if exc.status_code else type(exc).__name__)
 
 
 def record_error(ctx: Context, batch_id: str, message: str, *, hint: float | None = None,
@@ -62,7 +69,7 @@ def isolated(ctx: Context, batch_id: str, step: str) -> Iterator[None]:
     """Run one batch's part of a step; an unexpected error (a row the database refuses, a
     full disk, a bug) is recorded on this batch and the step goes on with the next one."""
     try:
-        with ctx.handling(batch_id):
+        with ctx.handling(batch_id, step):
             yield
     except LeaseLost:
         raise
@@ -72,6 +79,7 @@ def isolated(ctx: Context, batch_id: str, step: str) -> Iterator[None]:
         log.info("batch %s: %s moved it first; %s left it alone (%s)", batch_id,
                  "another step", step, exc)
     except Exception as exc:
+        ctx.note_error(type(exc).__name__, step)
         log.exception("batch %s: %s failed", batch_id, step)
         message = f"{step} failed: {type(exc).__name__}: {exc}"[:2000]
         try:

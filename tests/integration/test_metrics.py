@@ -1,0 +1,104 @@
+"""`tracker run --metrics-port`: Prometheus text at /metrics and a health check at /healthz,
+scraped from a real daemon process while it runs, against the fake Batch API."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.test_crash import Tracker, _poll_until, _wait
+from tracker.metrics import Metrics, serve
+from tracker.store.engine import make_engine, migrate
+from tracker.store.reader import engine_snapshot
+from tracker.testing.fake_openai import FakeOpenAI, Fault
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics__scraped_during_a_run(tmp_path: Path, db_url: str) -> None:
+    with FakeOpenAI(validating_seconds=3600) as server:  # the batch stays open while scraped
+        server.add_fault(Fault(method="POST", path="/v1/batches", status=500, times=1))
+        tracker = Tracker(tmp_path, server, max_prompts=5, db_url=db_url)
+        tracker.enqueue_items({"a": "one", "b": "two"})
+        port = _free_port()
+        proc = tracker.start(extra_args=("--metrics-port", str(port)))
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _poll_until(lambda: tracker.query(
+                "SELECT count(*) FROM batches WHERE status = 'submitted'") == [(1,)], timeout=60)
+            _poll_until(lambda: _get(f"{base}/metrics")[0] == 200, timeout=30)
+            samples = _samples(_get(f"{base}/metrics")[1])
+            assert samples[("tracker_items", (("status", "in_batch"),))] == 2
+            assert samples[("tracker_items", (("status", "queued"),))] == 0
+            assert samples[("tracker_batches", (("status", "submitted"),))] == 1
+            calls = {labels: value for (name, labels), value in samples.items()
+                     if name == "tracker_provider_calls_total"}
+            assert calls[(("endpoint", "POST /v1/files"), ("outcome", "200"),
+                          ("provider", "openai"))] == 1
+            assert calls[(("endpoint", "POST /v1/batches"), ("outcome", "500"),
+                          ("provider", "openai"))] == 1
+            assert calls[(("endpoint", "POST /v1/batches"), ("outcome", "200"),
+                          ("provider", "openai"))] == 1
+            errors = [dict(labels) for (name, labels), value in samples.items()
+                      if name == "tracker_step_errors_total" and value >= 1]
+            assert [e["step"] for e in errors] == ["submit"]
+            status, body = _get(f"{base}/healthz")
+            assert status == 200 and body.startswith("ok: lease held")
+            proc.send_signal(signal.SIGTERM)
+            assert _wait(proc) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            tracker.close()
+
+
+def test_healthz__503_with_the_reason_when_unhealthy(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")
+    migrate(engine)
+    metrics = Metrics(lambda: engine_snapshot(engine))
+    served = serve(metrics, "127.0.0.1", 0, lambda: (False, "no heartbeat for 40s"))
+    try:
+        assert _get(f"http://127.0.0.1:{served.port}/healthz") == (
+            503, "unhealthy: no heartbeat for 40s\n")
+        status, body = _get(f"http://127.0.0.1:{served.port}/metrics")
+        assert status == 200 and 'tracker_items{status="queued"} 0.0' in body
+    finally:
+        served.stop()
+        engine.dispose()
+
+
+def test_metrics_port_in_use__one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken, FakeOpenAI() as server:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        tracker = Tracker(tmp_path, server, max_prompts=5)
+        proc = tracker.start(extra_args=("--metrics-port", str(port)))
+        assert _wait(proc) == 2
+        errors = [line for line in tracker.log.read_text().splitlines() if "Error" in line]
+        assert errors == [f"Error: --metrics-port {port}: cannot listen on 127.0.0.1:{port} "
+                          "(Address already in use)"]
+        tracker.close()

@@ -1,0 +1,127 @@
+"""`tracker run --metrics-port PORT`: Prometheus text at `/metrics` and a health check at
+`/healthz`, served from a thread of the daemon.
+
+What the database knows (items and batches by status, result tokens, files to delete) is read
+from it at each scrape, so every worker reports the same totals and a restart loses nothing;
+what only this process sees (step errors, provider calls) is counted here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+from tracker.errors import TrackerError
+from tracker.states import BatchStatus, ItemStatus
+from tracker.store.reader import Reader
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
+
+class _DatabaseCollector(Collector):
+    """Reads the totals from the database at each scrape."""
+
+    def __init__(self, snapshot: Callable[[], Any]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        items = GaugeMetricFamily("tracker_items", "Items by status.", labels=["status"])
+        batches = GaugeMetricFamily("tracker_batches", "Batches by status.", labels=["status"])
+        tokens = CounterMetricFamily("tracker_result_tokens", "Tokens of stored results, "
+                                     "by provider, model and kind.",
+                                     labels=["provider", "model", "kind"])
+        files = GaugeMetricFamily("tracker_provider_files_to_delete",
+                                  "Provider files of ingested batches not deleted yet.")
+        with self._snapshot() as reader:
+            _fill_counts(items, reader, "items", (s.value for s in ItemStatus))
+            _fill_counts(batches, reader, "batches", (s.value for s in BatchStatus))
+            for row in reader.rows(
+                    "SELECT provider, model, sum(prompt_tokens) AS prompt, "
+                    "sum(completion_tokens) AS completion FROM items "
+                    "WHERE total_tokens IS NOT NULL GROUP BY provider, model"):
+                for kind in ("prompt", "completion"):
+                    tokens.add_metric([row["provider"], row["model"], kind],
+                                      float(row[kind] or 0))
+            files.add_metric([], float(reader.scalar(
+                "SELECT count(*) FROM file_deletions WHERE deleted_at IS NULL") or 0))
+        yield from (items, batches, tokens, files)
+
+
+def _fill_counts(family: GaugeMetricFamily, reader: Reader, table: str,
+                 statuses: Iterable[str]) -> None:
+    counts = {row["status"]: int(row["n"]) for row in reader.rows(
+        f"SELECT status, count(*) AS n FROM {table} GROUP BY status")}
+    for status in statuses:
+        family.add_metric([status], float(counts.get(status, 0)))
+
+
+class Metrics:
+    """The daemon's metrics, in a registry of its own."""
+
+    def __init__(self, snapshot: Callable[[], Any]) -> None:
+        self.registry = CollectorRegistry()
+        self.step_errors = Counter(
+            "tracker_step_errors", "Failures met by the daemon's steps, by step and kind (a "
+            "provider error's code or status, or the exception's class).",
+            ["step", "kind"], registry=self.registry)
+        self.provider_calls = Counter(
+            "tracker_provider_calls", "HTTP calls to providers, by provider, endpoint and "
+            "outcome (the HTTP status, or connection_error).",
+            ["provider", "endpoint", "outcome"], registry=self.registry)
+        self.registry.register(_DatabaseCollector(snapshot))
+
+    def count_error(self, step: str, kind: str) -> None:
+        self.step_errors.labels(step, kind).inc()
+
+    def count_call(self, provider: str, endpoint: str, outcome: str) -> None:
+        self.provider_calls.labels(provider, endpoint, outcome).inc()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Scrapes are not worth a log line each."""
+
+
+@dataclass(frozen=True)
+class MetricsServer:
+    port: int  #: the port listened on (the one asked for, or the one given for 0)
+    stop: Callable[[], None]
+
+
+def serve(metrics: Metrics, host: str, port: int,
+          health: Callable[[], tuple[bool, str]]) -> MetricsServer:
+    """Serve `/metrics` and `/healthz` on `host:port` from a daemon thread. `TrackerError`
+    naming the address if it cannot listen there."""
+    metrics_app = make_wsgi_app(metrics.registry)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            healthy, reason = health()
+            start_response("200 OK" if healthy else "503 Service Unavailable",
+                           [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{'ok' if healthy else 'unhealthy'}: {reason}\n".encode()]
+        answer: Iterable[bytes] = metrics_app(environ, start_response)
+        return answer
+
+    try:
+        server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    except OSError as exc:
+        raise TrackerError(f"--metrics-port {port}: cannot listen on {host}:{port} "
+                           f"({exc.strerror or exc})") from None
+    thread = threading.Thread(target=server.serve_forever, name="tracker-metrics",
+                              daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return MetricsServer(server.server_port, stop)
