@@ -102,6 +102,9 @@ class BatchRecord:
     counts: dict[str, int] = field(default_factory=lambda: {"total": 0, "completed": 0,
                                                             "failed": 0})
     usage: dict[str, Any] | None = None
+    #: The input file's content when the batch was created (tests read it after the file
+    #: itself is deleted).
+    input_content: bytes | None = None
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
@@ -225,6 +228,8 @@ class FakeBatchState:
                                    param=f"metadata.{key}", code="invalid_type")
         record = BatchRecord(f"batch_{uuid.uuid4().hex}", next(self._seq),
                              body["input_file_id"], endpoint, metadata, self.clock())
+        source = self.files.get(body["input_file_id"])
+        record.input_content = None if source is None else source.content
         self.batches[record.id] = record
         return record
 

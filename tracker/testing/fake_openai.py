@@ -286,12 +286,13 @@ class FakeOpenAI:
             return self.state.batch_json(self.state.get_batch(batch_id), api=False)
 
     def batch_custom_ids(self, batch_id: str) -> list[str]:
-        record = self.state.batches[batch_id]
-        source = self.state.files.get(record.input_file_id)
-        if source is None:
+        """The custom ids of the batch's input file as it was at the create (the file may be
+        deleted since)."""
+        content = self.state.batches[batch_id].input_content
+        if content is None:
             return []
         ids = []
-        for raw in source.content.splitlines():
+        for raw in content.splitlines():
             try:
                 ids.append(json.loads(raw)["custom_id"])
             except (ValueError, KeyError, TypeError):
