@@ -52,6 +52,10 @@ def run_steps_once(ctx: Context) -> None:
         step(ctx)
 
 
+#: A step run longer than this is reported by `/healthz` as stuck (a 200 MB download takes
+#: minutes; a call hangs at most the SDK's timeout times its retries).
+STUCK_AFTER = 1800.0
+
 #: The scheduler's jobs that run steps (all but the heartbeat).
 STEP_JOBS = (*(name for name, _ in STEPS), "idle")
 
@@ -77,19 +81,25 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.metrics_address = metrics_address
         self.last_heartbeat = self.last_tick = time.monotonic()
+        #: When each step's current run started (None: not running), for `/healthz`.
+        self.running_since: dict[str, float | None] = {name: None for name in STEP_JOBS}
 
     def _guard(self, name: str, step: Callable[[Context], object]) -> Callable[[], None]:
         def job() -> None:
             if self.stop_event.is_set():
                 return
-            self.last_tick = time.monotonic()
             try:
                 with self.step_running[name]:
-                    while not self.stop_event.is_set():
-                        self.handed[name].clear()
-                        step(self.ctx)
-                        if not self.handed[name].is_set():
-                            break
+                    self.last_tick = time.monotonic()
+                    try:
+                        while not self.stop_event.is_set():
+                            self.handed[name].clear()
+                            self.running_since[name] = time.monotonic()
+                            step(self.ctx)
+                            if not self.handed[name].is_set():
+                                break
+                    finally:
+                        self.running_since[name] = None
             except LeaseLost:
                 self._lease_lost()
             except Exception as exc:
@@ -141,6 +151,11 @@ class Daemon:
             return False, f"no heartbeat for {beat:.0f}s (lease {self.lease_ttl:.0f}s)"
         if tick > 3 * self.tick + 5:
             return False, f"no step has started for {tick:.0f}s"
+        stuck = {name: now - since for name, since in self.running_since.items()
+                 if since is not None and now - since > STUCK_AFTER}
+        if stuck:
+            name, seconds = max(stuck.items(), key=lambda pair: pair[1])
+            return False, f"step {name} has been running for {seconds:.0f}s"
         return True, f"lease held, heartbeat {beat:.1f}s ago, last tick {tick:.1f}s ago"
 
     def _start_worker(self) -> None:
@@ -193,9 +208,13 @@ class Daemon:
         return server.stop
 
     def run(self) -> int:
-        stop_metrics = self._serve_metrics()
         self._start_worker()
         self.last_heartbeat = time.monotonic()
+        try:
+            stop_metrics = self._serve_metrics()
+        except BaseException:
+            self._stop_worker()
+            raise
         previous = {sig: signal.signal(sig, self.request_stop)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = self.scheduler = BackgroundScheduler(

@@ -13,7 +13,8 @@ from tests.integration.daemon_harness import batches, drive, enqueue, items_by_s
 from tracker.context import Context
 from tracker.daemon import is_idle, run_steps_once
 from tracker.steps.delete_files import FIRST_RETRY
-from tracker.store.engine import read
+from tracker.store import file_deletions
+from tracker.store.engine import read, write
 from tracker.store.reports import status_report
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
@@ -91,3 +92,29 @@ def test_a_failing_delete__is_tried_again_later_and_holds_nothing_up(
     run_steps_once(ctx)
     assert all(r.deleted_at is not None for r in _deletions(ctx))
     assert not set(_batch_files(ctx)) & set(server.state.files)
+
+
+def test_an_input_file_two_batches_were_created_from__waits_for_both(engine: Any) -> None:
+    """A create retried after a lost answer can make a twin from the same input file; the
+    file is deleted only once neither batch still needs it."""
+    with write(engine) as conn:
+        for batch_id, status in (("tb_first", "completed"), ("tb_twin", "completed")):
+            conn.execute(text(
+                "INSERT INTO batches (id, provider, model, endpoint, status, item_count, "
+                "input_file_id, output_file_id, created_at, updated_at) VALUES (:id, "
+                "'openai', 'gpt-5-mini', '/v1/chat/completions', :status, 0, 'file-shared', "
+                ":out, 1, 1)"), {"id": batch_id, "status": status, "out": f"file-{batch_id}"})
+        conn.execute(text("UPDATE batches SET status = 'ingested' WHERE id = 'tb_first'"))
+        file_deletions.schedule_batch_files(conn, "tb_first", 2.0)
+    assert _scheduled(engine) == [("file-tb_first", "output")]  # the twin still runs
+    with write(engine) as conn:
+        conn.execute(text("UPDATE batches SET status = 'ingested' WHERE id = 'tb_twin'"))
+        file_deletions.schedule_batch_files(conn, "tb_twin", 3.0, ("file-tb_twin", "file-err"))
+    assert _scheduled(engine) == [("file-err", "error"), ("file-shared", "input"),
+                                  ("file-tb_first", "output"), ("file-tb_twin", "output")]
+
+
+def _scheduled(engine: Any) -> list[tuple[str, str]]:
+    with read(engine) as conn:
+        return [tuple(row) for row in conn.execute(text(
+            "SELECT file_id, kind FROM file_deletions ORDER BY file_id"))]

@@ -72,25 +72,6 @@ SEED_MODEL_FAMILIES = re.compile(
 _LOGGED_UNKNOWN: set[str] = set()
 
 
-class _ObservedTransport(httpx2.HTTPTransport):
-    """Tells the provider of each HTTP call the SDK makes (retries included) and how it
-    ended, for the daemon's metrics."""
-
-    def __init__(self, provider: BaseBatchProvider) -> None:
-        super().__init__()
-        self._provider = provider
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        try:
-            response = super().handle_request(request)
-        except Exception:
-            self._provider.observe_call(request.method, request.url.path, "connection_error")
-            raise
-        self._provider.observe_call(request.method, request.url.path,
-                                    str(response.status_code))
-        return response
-
-
 def normalize_status(provider_status: str) -> NormalizedStatus:
     """The seed's mapping; an unknown status is logged (once per process) and treated as
     still running."""
@@ -230,7 +211,9 @@ class OpenAIBatchProvider(BaseBatchProvider):
             project=config.get("project"),
             max_retries=int(config.get("max_retries", 2)),
             timeout=float(config.get("timeout", 120.0)),
-            http_client=openai.DefaultHttpxClient(transport=_ObservedTransport(self)),
+            # The SDK's own client (its limits, proxies from the environment), which also tells
+            # the daemon's metrics of every answer, retries included.
+            http_client=openai.DefaultHttpxClient(event_hooks={"response": [self._answered]}),
         )
         # Create and cancel are never retried by the SDK: a retried create can make a second
         # paid batch, and a 409 on cancel is an answer, not a lock timeout.
@@ -551,5 +534,13 @@ class OpenAIBatchProvider(BaseBatchProvider):
                 code="short_download",
             )
 
+    def _answered(self, response: httpx2.Response) -> None:
+        self.observe_call(response.request.method, response.request.url.path,
+                          str(response.status_code))
+
     def _error(self, exc: BaseException) -> Exception:
+        request = getattr(exc, "request", None)
+        if isinstance(exc, openai.APIConnectionError) and request is not None:
+            # No answer came (the SDK's retries used up): the one call the hook cannot see.
+            self.observe_call(request.method, request.url.path, "connection_error")
         return classify_openai_error(exc, api_key=self._api_key)

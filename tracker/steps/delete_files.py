@@ -19,8 +19,8 @@ from tracker.steps.failures import error_kind
 from tracker.store import file_deletions
 from tracker.store.file_deletions import FileToDelete
 
-#: Files deleted by one run of the step.
-PER_RUN = 100
+#: Files deleted by one run of the step (a stop waits for the run to end).
+PER_RUN = 20
 #: Seconds a claimed file is not due for another worker (the delete is one short call).
 CLAIM_SECONDS = 300.0
 #: Backoff of a failing delete: from a minute, doubling, up to a day.
@@ -28,10 +28,12 @@ FIRST_RETRY, LAST_RETRY = 60.0, 86_400.0
 
 
 def delete_files(ctx: Context) -> int:
-    """Delete the files that are due (not those of a paused provider). Returns how many."""
-    paused = frozenset(name for name in ctx.config.providers if ctx.paused_reason(name))
+    """Delete the files that are due, of the providers configured to delete them and not
+    paused. Returns how many."""
+    providers = frozenset(name for name in ctx.config.providers
+                          if ctx.deletes_files(name) and not ctx.paused_reason(name))
     with ctx.write() as conn:
-        due = file_deletions.claim_due(conn, ctx.now(), PER_RUN, CLAIM_SECONDS, skip=paused)
+        due = file_deletions.claim_due(conn, ctx.now(), PER_RUN, CLAIM_SECONDS, providers)
     return sum(_delete_one(ctx, row) for row in due)
 
 

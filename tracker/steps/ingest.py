@@ -133,7 +133,8 @@ def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) 
         reason = f"results stored (provider status {results.status.provider_status})"
         if skip_unavailable:
             reason += "; lines of result files that never came whole count as missing"
-        _close(ctx, batch, results, reason, attempts=attempts)
+        _close(ctx, batch, results, reason, attempts=attempts,
+               result_files=(results.status.output_file_id, results.status.error_file_id))
 
 
 def _last_seen(batch: Batch) -> ProviderBatch | None:
@@ -246,7 +247,8 @@ def _ingest_validation_failure(ctx: Context, batch: Batch) -> None:
 
 
 def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason: str, *,
-           not_before: float | None = None, attempts: dict[str, int] | None = None) -> None:
+           not_before: float | None = None, attempts: dict[str, int] | None = None,
+           result_files: tuple[str | None, str | None] = (None, None)) -> None:
     """Store `rows` for the items still in the batch (`attempts`: each one's sends, read now
     when not given; an item that left the batch since makes its run's write fail and retry)."""
     now = ctx.now()
@@ -296,7 +298,8 @@ def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason
         spool.close()
     with ctx.write() as conn:
         totals = _finish(conn, batch, reason, now,
-                         delete_files=ctx.deletes_files(batch.provider))
+                         delete_files=ctx.deletes_files(batch.provider),
+                         result_files=result_files)
     shutil.rmtree(results_directory(ctx, batch.id), ignore_errors=True)
     crash_point("after_ingest")
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(totals))
@@ -359,7 +362,8 @@ _SUMMARY = (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.RETRY, Outcome.CANCELLED)
 
 
 def _finish(conn: Connection, batch: Batch, reason: str, now: float, *,
-            delete_files: bool) -> Counter[str]:
+            delete_files: bool,
+            result_files: tuple[str | None, str | None] = (None, None)) -> Counter[str]:
     """Close the batch; returns its counts (every run's, from this ingest and earlier ones).
     Refused while an item is still in it: a batch is never closed over an item not stored.
     With `delete_files`, its files at the provider are put up for deletion."""
@@ -373,7 +377,7 @@ def _finish(conn: Connection, batch: Batch, reason: str, now: float, *,
                f"{reason}; {_summary(totals)}", now, ingested_at=now, next_action_at=None,
                cancel_requested=0)
     if delete_files:
-        file_deletions.schedule_batch_files(conn, batch.id, now)
+        file_deletions.schedule_batch_files(conn, batch.id, now, result_files)
     return totals
 
 

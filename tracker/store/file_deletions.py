@@ -19,32 +19,41 @@ class FileToDelete:
     attempts: int
 
 
-def schedule_batch_files(conn: Connection, batch_id: str, now: float) -> None:
-    """Add the batch's input, output and error files (those it has) for deletion now."""
+def schedule_batch_files(conn: Connection, batch_id: str, now: float,
+                         result_files: tuple[str | None, str | None] = (None, None)) -> None:
+    """Add the batch's input, output and error files for deletion now. `result_files`: the
+    output and error file ids its results were read from (kept on the row first, where the
+    poll had not stored them). An input file that another batch not yet ingested was created
+    from (a twin made by a create retried after a lost answer) waits for that one."""
+    output_id, error_id = result_files
+    conn.execute(text(
+        "UPDATE batches SET output_file_id = COALESCE(output_file_id, :out), "
+        "error_file_id = COALESCE(error_file_id, :err) WHERE id = :batch"),
+        {"out": output_id, "err": error_id, "batch": batch_id})
     for kind in _KINDS:
+        shared = ("AND NOT EXISTS (SELECT 1 FROM batches o WHERE o.input_file_id = "
+                  "b.input_file_id AND o.id <> b.id AND o.status <> 'ingested') "
+                  if kind == "input" else "")
         conn.execute(text(
             "INSERT INTO file_deletions (provider, file_id, batch_id, kind, created_at, due_at) "
-            f"SELECT provider, {kind}_file_id, id, :kind, :now, :now FROM batches "
-            f"WHERE id = :batch AND {kind}_file_id IS NOT NULL "
+            f"SELECT b.provider, b.{kind}_file_id, b.id, :kind, :now, :now FROM batches b "
+            f"WHERE b.id = :batch AND b.{kind}_file_id IS NOT NULL {shared}"
             "ON CONFLICT (provider, file_id) DO NOTHING"),
             {"kind": kind, "now": now, "batch": batch_id})
 
 
 def claim_due(conn: Connection, now: float, limit: int, claim_seconds: float,
-              skip: frozenset[str] = frozenset()) -> list[FileToDelete]:
-    """Up to `limit` files whose delete is due, of providers not in `skip` (paused), made not
-    due for `claim_seconds` (a worker that dies holding them leaves them due after that)."""
-    params: dict[str, object] = {"now": now, "n": limit}
-    not_skipped = ""
-    if skip:
-        not_skipped = "AND provider NOT IN :skip "
-        params["skip"] = sorted(skip)
+              providers: frozenset[str]) -> list[FileToDelete]:
+    """Up to `limit` files of `providers` whose delete is due, made not due for
+    `claim_seconds` (a worker that dies holding them leaves them due after that)."""
+    if not providers:
+        return []
     statement = text(
         "SELECT provider, file_id, attempts FROM file_deletions "
-        f"WHERE deleted_at IS NULL AND due_at <= :now {not_skipped}"
-        "ORDER BY due_at LIMIT :n" + skip_locked(conn))
-    if skip:
-        statement = statement.bindparams(bindparam("skip", expanding=True))
+        "WHERE deleted_at IS NULL AND due_at <= :now AND provider IN :providers "
+        "ORDER BY due_at LIMIT :n" + skip_locked(conn)).bindparams(
+            bindparam("providers", expanding=True))
+    params = {"now": now, "n": limit, "providers": sorted(providers)}
     claimed = [FileToDelete(r.provider, r.file_id, r.attempts)
                for r in conn.execute(statement, params)]
     for row in claimed:
