@@ -151,27 +151,33 @@ def _open_input(file: str) -> Iterator[tuple[IO[bytes], str]]:
 @click.argument("file")
 @click.option("--model", default=None, help="Model for lines that do not name their own.")
 @click.option("--provider", default="openai", show_default=True)
+@click.option("--job", default=None,
+              help="The job the items belong to (default: FILE's name without extension; "
+                   "stdin for -).")
 @pass_settings
 @expected_errors
-def enqueue(settings: Settings, file: str, model: str | None, provider: str) -> None:
+def enqueue(settings: Settings, file: str, model: str | None, provider: str,
+            job: str | None) -> None:
     """Add the items of a JSONL FILE (or - for stdin); all or nothing.
 
-    Each line: {"id": "...", "input_payload": {"messages": [...], ...}, "model": "..."}.
-    Re-enqueueing an identical item is skipped.
+    Each line: {"id": "...", "input_payload": {"messages": [...], ...}, "model": "...",
+    "metadata": {...}} ("model" and "metadata" optional; "metadata" is kept as given and
+    returned with the result). Re-enqueueing an identical item is skipped.
 
     Example:
 
     \b
         tracker enqueue prompts.jsonl --model gpt-5-mini
     """
-    from tracker.enqueue import enqueue_stream
+    from tracker.enqueue import enqueue_stream, job_name_for
     from tracker.store.sqlite_file import current_file
 
     config = settings.config
     database = current_file(settings.db_url) or settings.engine
     with _open_input(file) as (stream, name):
         result = enqueue_stream(database, stream, name, config, provider=provider,
-                                default_model=model, now=time.time())
+                                default_model=model, job=job or job_name_for(file),
+                                now=time.time())
     click.echo(f"enqueued {result.enqueued} items, skipped {result.skipped} already present")
 
 
@@ -225,24 +231,30 @@ def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: f
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--job", default=None, help="Only this job's items and batches.")
 @pass_settings
 @expected_errors
-def status(settings: Settings, as_json: bool) -> None:
-    """Item and batch counts by status, the oldest open batch, and any problems.
+def status(settings: Settings, as_json: bool, job: str | None) -> None:
+    """Item and batch counts by status (per job too), the oldest open batch, and any
+    problems; with --job, that job's items and the batches holding them.
 
     Example:
 
     \b
         tracker status --json
+        tracker status --job evals-2026-11
     """
     from tracker.store.reports import status_of
 
     with settings.snapshot() as reader:
-        report = status_of(reader, time.time())
+        report = status_of(reader, time.time(), job)
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo("items:   " + _counts(report["items"]))
+    if len(report["jobs"]) > 1 or job is not None:
+        for name, counts in report["jobs"].items():
+            click.echo(f"  job {name}: " + _counts(counts["items"]))
     click.echo("batches: " + _counts(report["batches"]))
     age = report["oldest_open_batch_age_seconds"]
     click.echo(f"oldest open batch: {'none' if age is None else f'{age:.0f}s old'}")
@@ -372,10 +384,13 @@ def _batch_lines(batch: dict[str, Any]) -> list[str]:
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write to this file instead of stdout.")
+@click.option("--job", default=None, help="Only this job's items.")
 @pass_settings
 @expected_errors
-def results(settings: Settings, item_status: str | None, fmt: str, output: str | None) -> None:
-    """One record per item: id, status, output_text, error_message, attempts, batch, model.
+def results(settings: Settings, item_status: str | None, fmt: str, output: str | None,
+            job: str | None) -> None:
+    """One record per item: id, status, output_text, error_message, attempts, batch, model,
+    job, and the item's own metadata (JSON text in CSV).
 
     Example:
 
@@ -386,11 +401,14 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
 
     with settings.snapshot() as reader, \
             click.open_file(output or "-", "w", encoding="utf-8") as out:
-        records = results_of(reader, None if item_status is None else ItemStatus(item_status))
+        records = results_of(reader, None if item_status is None else ItemStatus(item_status),
+                             job)
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS)
             writer.writeheader()
-            writer.writerows(records)
+            writer.writerows({**record, "metadata": None if record["metadata"] is None
+                              else json.dumps(record["metadata"], ensure_ascii=False)}
+                             for record in records)
         else:
             for record in records:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 MAX_LINE_BYTES = 1024 * 1024
+#: The job of items enqueued without one (through the library, or before jobs existed).
+DEFAULT_JOB = "default"
+MAX_JOB_NAME = 200
 CHUNK = 5_000
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def _finite(text: str) -> float | _NonStandardNumber:
 #: (a fifth of the time of parsing a short item).
 _DECODER = json.JSONDecoder(parse_constant=_non_standard, parse_float=_finite)
 _PAYLOAD_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+#: Metadata is the caller's: its keys stay in their order.
+_METADATA_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def _find(value: object, bad: Callable[[object], bool], path: str = "") -> tuple[str, str]:
@@ -89,7 +94,7 @@ def _find(value: object, bad: Callable[[object], bool], path: str = "") -> tuple
 
 def _parse_line(
     raw: bytes, where: str, default_model: str | None, accepts: dict[str, bool]
-) -> tuple[str, str, str, int]:
+) -> tuple[str, str, str, int, str | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -140,7 +145,24 @@ def _parse_line(
         path, _ = _find(payload, lambda v: isinstance(v, str) and bool(_LONE_SURROGATE.search(v)))
         raise InputError(f"{where}: field 'input_payload.{path}': holds a lone UTF-16 "
                          "surrogate (an escape like \\ud800 without its pair), which is not text")
-    return item_id, model, payload_json, estimate_tokens(payload_json)
+    return item_id, model, payload_json, estimate_tokens(payload_json), _metadata(record, where)
+
+
+def _metadata(record: dict[str, object], where: str) -> str | None:
+    """The item's own `metadata` object as JSON text, its keys in the order given."""
+    if "metadata" not in record or record["metadata"] is None:
+        return None
+    metadata = record["metadata"]
+    if not isinstance(metadata, dict):
+        raise InputError(f"{where}: field 'metadata' must be an object, got "
+                         f"{type(metadata).__name__}")
+    metadata_json = _METADATA_ENCODER.encode(metadata)
+    if not metadata_json.isascii() and _LONE_SURROGATE.search(metadata_json):
+        path, _ = _find(metadata,
+                        lambda v: isinstance(v, str) and bool(_LONE_SURROGATE.search(v)))
+        raise InputError(f"{where}: field 'metadata.{path}': holds a lone UTF-16 surrogate, "
+                         "which is not text")
+    return metadata_json
 
 
 def _lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
@@ -171,13 +193,27 @@ def enqueue_stream(
     *,
     provider: str = "openai",
     default_model: str | None = None,
+    job: str = DEFAULT_JOB,
     now: float,
 ) -> EnqueueResult:
-    """Insert every item of `stream` or none; raise `InputError` naming the line. `database`:
-    an engine, or the path of an SQLite file that holds the newest schema."""
+    """Insert every item of `stream` into `job`, or none; raise `InputError` naming the line.
+    `database`: an engine, or the path of an SQLite file that holds the newest schema."""
     accepts = model_acceptance(config, provider)
+    job = check_job_name(job)
     with ItemInserter(database) as inserter:
-        return _insert_all(inserter, stream, name, provider, default_model, accepts, now)
+        return _insert_all(inserter, stream, name, provider, default_model, accepts, job, now)
+
+
+def check_job_name(job: str) -> str:
+    if not job.strip() or len(job) > MAX_JOB_NAME or not job.isprintable():
+        raise InputError(f"job name {job!r}: give 1 to {MAX_JOB_NAME} printable characters")
+    return job
+
+
+def job_name_for(file: str) -> str:
+    """The default job of `tracker enqueue FILE`: the file's name without its extension
+    (`stdin` for `-`)."""
+    return "stdin" if file == "-" else (Path(file).stem or Path(file).name)
 
 
 def _insert_all(
@@ -187,6 +223,7 @@ def _insert_all(
     provider: str,
     default_model: str | None,
     accepts: dict[str, bool],
+    job: str,
     now: float,
 ) -> EnqueueResult:
     # Every row of this run shares one created_at, strictly newer than any earlier run's, so
@@ -203,10 +240,11 @@ def _insert_all(
     with WriterThread(write, threaded=inserter.waits_for_server) as writer:
         for number, raw in _lines(stream, name):
             seen += 1
-            item_id, model, payload_json, tokens = _parse_line(
+            item_id, model, payload_json, tokens, metadata = _parse_line(
                 raw, f"{name}:{number}", default_model, accepts
             )
-            rows.append((item_id, provider, model, payload_json, tokens, stamp, stamp))
+            rows.append((item_id, provider, model, payload_json, tokens, job, metadata, stamp,
+                         stamp))
             numbers.append(number)
             if len(rows) >= CHUNK:
                 writer.submit((rows, numbers))
@@ -237,12 +275,13 @@ def _insert_chunk(
         existing = inserter.existing(row[0])
         if existing is None:
             raise InputError(f"{name}:{number}: cannot insert item {row[0]!r}")
-        if existing[3] == stamp:
+        stored, created_at = existing
+        if created_at == stamp:
             raise InputError(f"{name}:{number}: id {row[0]!r} appears more than once in the file")
-        if tuple(existing[:3]) != (row[1], row[2], row[3]):
+        if stored != (row[1], row[2], row[3], row[5], row[6]):
             raise InputError(
                 f"{name}:{number}: id {row[0]!r} is already enqueued with a different "
-                "model or payload"
+                "model, payload, job or metadata"
             )
         skipped += 1
     return inserted, skipped

@@ -80,6 +80,8 @@ class Item(SQLModel, table=True):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    job: str = "default"
+    metadata_: str | None = Field(default=None, sa_column_kwargs={"name": "metadata"})
 
 
 class Transition(SQLModel, table=True):

@@ -281,6 +281,52 @@ def test_read_commands__an_older_sqlite_file_is_migrated_first(tmp_path: Path) -
             latest_version("sqlite"))
 
 
+def test_jobs__job_and_metadata_are_kept_and_returned(tmp_path: Path, db_url: str) -> None:
+    evals = tmp_path / "evals-2026.jsonl"
+    evals.write_text(_line("e1", metadata={"row": 7, "split": "test", "tags": ["a", "ü"]})
+                     + "\n" + _line("e2") + "\n")
+    run(tmp_path, "enqueue", str(evals), "--model", "gpt-5-mini", db=db_url)
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", db=db_url,
+        stdin=(_line("s1", metadata={"z": 1, "a": 2}) + "\n").encode())
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", "--job", "labels", db=db_url,
+        stdin=(_line("l1") + "\n").encode())
+    records = {r["id"]: r for r in map(json.loads, run(tmp_path, "results", db=db_url)
+                                       .stdout.splitlines())}
+    assert {k: r["job"] for k, r in records.items()} == {
+        "e1": "evals-2026", "e2": "evals-2026", "s1": "stdin", "l1": "labels"}
+    assert records["e1"]["metadata"] == {"row": 7, "split": "test", "tags": ["a", "ü"]}
+    assert list(records["s1"]["metadata"]) == ["z", "a"]  # the caller's order
+    assert records["e2"]["metadata"] is None
+    only = run(tmp_path, "results", "--job", "evals-2026", "--format", "csv", db=db_url).stdout
+    rows = list(csv.DictReader(io.StringIO(only)))
+    assert [r["id"] for r in rows] == ["e1", "e2"]
+    assert json.loads(rows[0]["metadata"]) == records["e1"]["metadata"]
+    report = json.loads(run(tmp_path, "status", "--json", db=db_url).stdout)
+    assert {name: job["items"]["queued"] for name, job in report["jobs"].items()} == {
+        "evals-2026": 2, "labels": 1, "stdin": 1}
+    assert report["items"]["queued"] == 4
+    one = json.loads(run(tmp_path, "status", "--json", "--job", "labels", db=db_url).stdout)
+    assert one["items"]["queued"] == 1 and list(one["jobs"]) == ["labels"]
+    assert "job labels: queued 1" in run(tmp_path, "status", "--job", "labels",
+                                         db=db_url).stdout
+
+
+def test_jobs__bad_metadata_a_bad_job_or_an_id_of_another_job(tmp_path: Path,
+                                                              db_url: str) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text(_line("a") + "\n" + _line("b", metadata=["not", "an", "object"]) + "\n")
+    assert_one_line_error(run(tmp_path, "enqueue", str(data), "--model", "gpt-5-mini",
+                              db=db_url), f"{data}:2:", "field 'metadata' must be an object")
+    assert_one_line_error(run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", "--job", " ",
+                              stdin=(_line("a") + "\n").encode(), db=db_url), "job name")
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", "--job", "one",
+        stdin=(_line("a") + "\n").encode(), db=db_url)
+    assert_one_line_error(run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", "--job", "two",
+                              stdin=(_line("a") + "\n").encode(), db=db_url),
+                          "<stdin>:1:", "different model, payload, job or metadata")
+    assert count_items(db_url) == 1
+
+
 def test_init__creates_the_schema_in_an_empty_database(tmp_path: Path, db_url: str) -> None:
     done = run(tmp_path, "init", db=db_url)
     assert done.returncode == 0, done.stderr

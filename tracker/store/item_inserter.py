@@ -25,9 +25,9 @@ ANALYZE_AFTER = 1000
 ENQUEUE_LOCK = 7_350_002
 
 _INSERT = (
-    "INSERT INTO items (id, provider, model, payload, est_tokens, status, status_reason, "
-    "attempts, not_before, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, 'queued', 'enqueued', 0, 0, ?, ?)"
+    "INSERT INTO items (id, provider, model, payload, est_tokens, job, metadata, status, "
+    "status_reason, attempts, not_before, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', 'enqueued', 0, 0, ?, ?)"
 )
 #: The creation row of each item's history (a per-row trigger would triple enqueue time).
 _HISTORY = (
@@ -35,13 +35,13 @@ _HISTORY = (
     "VALUES ('item', ?, NULL, 'queued', ?, 'enqueued')"
 )
 
-_COPY_ITEMS = ("COPY items (id, provider, model, payload, est_tokens, status, status_reason, "
-               "attempts, not_before, created_at, updated_at) FROM STDIN")
+_COPY_ITEMS = ("COPY items (id, provider, model, payload, est_tokens, job, metadata, status, "
+               "status_reason, attempts, not_before, created_at, updated_at) FROM STDIN")
 _COPY_HISTORY = ("COPY transitions (entity, entity_id, from_status, to_status, at, reason) "
                  "FROM STDIN")
 
-#: `(id, provider, model, payload, est_tokens, created_at, updated_at)`
-ItemRow = tuple[str, str, str, str, int, float, float]
+#: `(id, provider, model, payload, est_tokens, job, metadata, created_at, updated_at)`
+ItemRow = tuple[str, str, str, str, int, str, str | None, float, float]
 
 log = logging.getLogger("tracker")
 
@@ -134,7 +134,7 @@ class ItemInserter:
         """Insert every row with its history row, or (an id already present) none."""
         if self._pg:  # COPY: one stream instead of a statement per row
             if not self._unless_present(lambda: self._copy(_COPY_ITEMS, [
-                    (*row[:5], "queued", "enqueued", 0, 0, *row[5:]) for row in rows])):
+                    (*row[:7], "queued", "enqueued", 0, 0, *row[7:]) for row in rows])):
                 return False
             self._copy(_COPY_HISTORY, [("item", row[0], None, "queued", stamp, "enqueued")
                                        for row in rows])
@@ -169,9 +169,9 @@ class ItemInserter:
         self._cur.execute("RELEASE SAVEPOINT insert_items")
         return True
 
-    def existing(self, item_id: str) -> tuple[str, str, str, float] | None:
-        """`(provider, model, payload, created_at)` of a stored item."""
-        self._cur.execute(self._sql("SELECT provider, model, payload, created_at FROM items "
-                                    "WHERE id = ?"), (item_id,))
+    def existing(self, item_id: str) -> tuple[tuple[str, str, str, str, str | None], float] | None:
+        """`((provider, model, payload, job, metadata), created_at)` of a stored item."""
+        self._cur.execute(self._sql("SELECT provider, model, payload, job, metadata, created_at "
+                                    "FROM items WHERE id = ?"), (item_id,))
         row = self._cur.fetchone()
-        return None if row is None else (row[0], row[1], row[2], float(row[3]))
+        return None if row is None else (tuple(row[:5]), float(row[5]))

@@ -7,6 +7,7 @@ the tests.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 RESULT_FIELDS = (
     "id", "status", "output_text", "error_message", "error_code", "attempts",
     "provider_batch_id", "model", "provider", "prompt_tokens", "completion_tokens",
-    "total_tokens",
+    "total_tokens", "job", "metadata",
 )
 
 
@@ -35,11 +36,20 @@ _OPEN = _in(OPEN_BATCH)
 _UNFINISHED_ITEMS = _in((ItemStatus.QUEUED, ItemStatus.IN_BATCH))
 
 
-def status_of(reader: Reader, now: float) -> dict[str, Any]:
-    items = {row["status"]: int(row["n"]) for row in reader.rows(
-        "SELECT status, count(*) AS n FROM items GROUP BY status")}
+def status_of(reader: Reader, now: float, job: str | None = None) -> dict[str, Any]:
+    """The whole picture; with `job`, the items of that job and the batches holding them."""
+    of_job = "WHERE job = :job" if job is not None else ""
+    by_job: dict[str, dict[str, int]] = {}
+    for row in reader.rows(f"SELECT job, status, count(*) AS n FROM items {of_job} "
+                           "GROUP BY job, status ORDER BY job", {"job": job}):
+        by_job.setdefault(row["job"], {})[row["status"]] = int(row["n"])
+    items = {s.value: sum(counts.get(s.value, 0) for counts in by_job.values())
+             for s in ItemStatus}
+    batch_of_job = ("WHERE id IN (SELECT batch_id FROM items WHERE job = :job)"
+                    if job is not None else "")
     batches = {row["status"]: int(row["n"]) for row in reader.rows(
-        "SELECT status, count(*) AS n FROM batches GROUP BY status")}
+        f"SELECT status, count(*) AS n FROM batches {batch_of_job} GROUP BY status",
+        {"job": job})}
     oldest = reader.scalar(f"SELECT min(created_at) FROM batches WHERE status IN {_OPEN}")
     paused = reader.rows(
         "SELECT provider, paused_reason AS reason, paused_at, next_probe_at "
@@ -64,7 +74,9 @@ def status_of(reader: Reader, now: float) -> dict[str, Any]:
             max(next_at - now, 0.0), 1)
     daemon = leases[0] if leases else None
     return {
-        "items": {s.value: items.get(s.value, 0) for s in ItemStatus},
+        "items": items,
+        "jobs": {name: {"items": {s.value: counts.get(s.value, 0) for s in ItemStatus}}
+                 for name, counts in by_job.items()},
         "batches": {s.value: batches.get(s.value, 0) for s in BatchStatus},
         "oldest_open_batch_age_seconds": None if oldest is None else round(now - oldest, 1),
         "paused_providers": paused,
@@ -81,16 +93,24 @@ def status_of(reader: Reader, now: float) -> dict[str, Any]:
     }
 
 
-def results_of(reader: Reader, status: ItemStatus | None = None) -> Iterator[dict[str, Any]]:
-    """One record per item, in enqueue order; `provider_batch_id` is of the batch its
-    outcome came from (the last batch it was in)."""
-    where = "WHERE i.status = :status" if status else ""
-    return reader.stream(
-        "SELECT i.id, i.status, i.output_text, i.error_message, i.error_code, i.attempts, "
-        "b.provider_batch_id, i.model, i.provider, i.prompt_tokens, i.completion_tokens, "
-        f"i.total_tokens FROM items i LEFT JOIN batches b ON b.id = i.batch_id {where} "
-        f"ORDER BY {enqueue_order(reader.dialect, 'i')}",
-        {"status": None if status is None else str(status)})
+def results_of(reader: Reader, status: ItemStatus | None = None,
+               job: str | None = None) -> Iterator[dict[str, Any]]:
+    """One record per item (of `job`, with `status`), in enqueue order; `provider_batch_id`
+    is of the batch its outcome came from (the last batch it was in); `metadata` is the
+    item's own object, parsed."""
+    conditions = [f"i.{column} = :{column}" for column, value in
+                  (("status", status), ("job", job)) if value is not None]
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    for record in reader.stream(
+            "SELECT i.id, i.status, i.output_text, i.error_message, i.error_code, i.attempts, "
+            "b.provider_batch_id, i.model, i.provider, i.prompt_tokens, i.completion_tokens, "
+            "i.total_tokens, i.job, i.metadata FROM items i "
+            f"LEFT JOIN batches b ON b.id = i.batch_id {where} "
+            f"ORDER BY {enqueue_order(reader.dialect, 'i')}",
+            {"status": None if status is None else str(status), "job": job}):
+        if record["metadata"] is not None:
+            record["metadata"] = json.loads(record["metadata"])
+        yield record
 
 
 def status_report(engine: Engine, now: float) -> dict[str, Any]:
