@@ -334,8 +334,8 @@ def _item_lines(item: dict[str, Any]) -> list[str]:
         batch += f" ({item['provider_batch_id']} at the provider)"
     lines = [
         f"item {item['id']}: {item['status']} ({item['status_reason'] or ''})",
-        f"  provider {item['provider']}, model {item['model']}, {item['attempts']} "
-        f"attempt(s), batch {batch}",
+        f"  job {item['job']}, provider {item['provider']}, model {item['model']}, "
+        f"{item['attempts']} attempt(s), batch {batch}",
         f"  created {_when(item['created_at'])}, finished {_when(item['finished_at'])}",
         f"  tokens: prompt {_n(item['prompt_tokens'])}, completion "
         f"{_n(item['completion_tokens'])}, total {_n(item['total_tokens'])} (estimated "
@@ -347,6 +347,8 @@ def _item_lines(item: dict[str, Any]) -> list[str]:
         lines.append(f"  error: {item['error_message']} (code {_n(item['error_code'])}, "
                      f"HTTP {_n(item['error_status'])})")
     lines.append(f"  payload: {json.dumps(item['payload'], ensure_ascii=False)}")
+    if item["metadata"] is not None:
+        lines.append(f"  metadata: {json.dumps(item['metadata'], ensure_ascii=False)}")
     return lines + _history_lines(item["transitions"])
 
 

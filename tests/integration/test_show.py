@@ -21,6 +21,7 @@ def test_show__an_item_and_its_batch_with_their_history(tmp_path: Path, db_url: 
         item = json.loads(tracker.cli("show", "bad", "--json"))["item"]
         assert item["status"] == "failed" and item["error_status"] == 400
         assert item["payload"] == {"messages": [{"role": "user", "content": "no [fail:400]"}]}
+        assert item["job"] == "stdin" and item["metadata"] is None
         assert [(t["from"], t["to"]) for t in item["transitions"]] == [
             (None, "queued"), ("queued", "in_batch"), ("in_batch", "failed")]
         provider_batch_id = item["provider_batch_id"]

@@ -11,7 +11,7 @@ _ITEM_FIELDS = (
     "id", "status", "status_reason", "provider", "model", "attempts", "free_attempts",
     "batch_id", "est_tokens", "prompt_tokens", "completion_tokens", "total_tokens",
     "output_text", "error_message", "error_code", "error_status", "created_at", "updated_at",
-    "finished_at", "not_before", "payload")
+    "finished_at", "not_before", "payload", "job", "metadata")
 _BATCH_FIELDS = (
     "id", "status", "status_reason", "provider", "model", "endpoint", "provider_batch_id",
     "provider_status", "input_file_id", "output_file_id", "error_file_id", "item_count",
@@ -38,6 +38,8 @@ def item_detail(reader: Reader, item_id: str) -> dict[str, Any] | None:
         return None
     item = rows[0]
     item["payload"] = json.loads(item["payload"])
+    if item["metadata"] is not None:
+        item["metadata"] = json.loads(item["metadata"])
     item["transitions"] = _history(reader, "item", item_id)
     return item
 
