@@ -12,7 +12,9 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -107,6 +109,25 @@ def _wait(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
         proc.kill()
         proc.wait()
         raise AssertionError(f"daemon did not exit within {timeout}s") from None
+
+
+@contextmanager
+def running(tracker: Tracker, **start: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A `tracker run` of `tracker` (`start`: `Tracker.start`'s options), killed if it is
+    still running at the end; the tracker is closed."""
+    proc = tracker.start(**start)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        tracker.close()
+
+
+def stop_cleanly(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert _wait(proc) == 0
 
 
 def _poll_until(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]

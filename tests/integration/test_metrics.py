@@ -3,7 +3,6 @@ scraped from a real daemon process while it runs, against the fake Batch API."""
 
 from __future__ import annotations
 
-import signal
 import socket
 import urllib.error
 import urllib.request
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.test_crash import Tracker, _poll_until, _wait
+from tests.integration.test_crash import Tracker, _poll_until, _wait, running, stop_cleanly
 from tracker.metrics import Metrics, serve
 from tracker.store.engine import make_engine, migrate
 from tracker.store.reader import engine_snapshot
@@ -43,9 +42,8 @@ def test_metrics__scraped_during_a_run(tmp_path: Path, db_url: str) -> None:
         tracker = Tracker(tmp_path, server, max_prompts=5, db_url=db_url)
         tracker.enqueue_items({"a": "one", "b": "two"})
         port = _free_port()
-        proc = tracker.start(extra_args=("--metrics-port", str(port)))
         base = f"http://127.0.0.1:{port}"
-        try:
+        with running(tracker, extra_args=("--metrics-port", str(port))) as proc:
             _poll_until(lambda: tracker.query(
                 "SELECT count(*) FROM batches WHERE status = 'submitted'") == [(1,)], timeout=60)
             _poll_until(lambda: _get(f"{base}/metrics")[0] == 200, timeout=30)
@@ -66,13 +64,7 @@ def test_metrics__scraped_during_a_run(tmp_path: Path, db_url: str) -> None:
             assert [e["step"] for e in errors] == ["submit"]
             status, body = _get(f"{base}/healthz")
             assert status == 200 and body.startswith("ok: lease held")
-            proc.send_signal(signal.SIGTERM)
-            assert _wait(proc) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            tracker.close()
+            stop_cleanly(proc)
 
 
 def test_healthz__503_with_the_reason_when_unhealthy(tmp_path: Path) -> None:

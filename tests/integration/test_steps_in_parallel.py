@@ -5,11 +5,10 @@ Batch API."""
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
-from tests.integration.test_crash import Tracker, _poll_until, _wait
+from tests.integration.test_crash import Tracker, _poll_until, running, stop_cleanly
 from tracker.testing.fake_openai import FakeOpenAI, Fault
 
 HELD_SECONDS = 20.0
@@ -32,8 +31,7 @@ def test_long_ingest__other_batches_are_still_polled(tmp_path: Path, db_url: str
                                delay_seconds=HELD_SECONDS))
         tracker = Tracker(tmp_path, server, max_prompts=1, db_url=db_url)
         tracker.enqueue_items({"quick": "answered at once", "long": "never ends [slow]"})
-        proc = tracker.start()
-        try:
+        with running(tracker) as proc:
             # The quick batch's ingest is waiting for its download.
             _poll_until(lambda: server.fault_counts["delay"] == 1, timeout=60)
             polls = _polls(server)
@@ -43,13 +41,7 @@ def test_long_ingest__other_batches_are_still_polled(tmp_path: Path, db_url: str
             _poll_until(lambda: tracker.query(
                 "SELECT status FROM items WHERE id = 'quick'") == [("succeeded",)],
                 timeout=HELD_SECONDS + 30)
-            proc.send_signal(signal.SIGTERM)
-            assert _wait(proc) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            tracker.close()
+            stop_cleanly(proc)
 
 
 def test_hand_off__batches_are_packed_and_submitted_one_after_another_within_a_tick(
@@ -60,8 +52,7 @@ def test_hand_off__batches_are_packed_and_submitted_one_after_another_within_a_t
     with FakeOpenAI(validating_seconds=3600) as server:
         tracker = Tracker(tmp_path, server, max_prompts=1, db_url=db_url)
         tracker.enqueue_items({"a": "first", "b": "second", "c": "third"})
-        proc = tracker.start(poll_interval=30)
-        try:
+        with running(tracker, poll_interval=30) as proc:
             _poll_until(lambda: tracker.query("SELECT count(*) FROM workers") == [(1,)],
                         timeout=60)
             started = time.monotonic()
@@ -69,10 +60,4 @@ def test_hand_off__batches_are_packed_and_submitted_one_after_another_within_a_t
             assert time.monotonic() - started < 4.0
             assert tracker.query("SELECT count(*) FROM batches WHERE status = 'submitted'") == [
                 (3,)]
-            proc.send_signal(signal.SIGTERM)
-            assert _wait(proc) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            tracker.close()
+            stop_cleanly(proc)
