@@ -56,8 +56,8 @@ def test_hand_off__batches_are_packed_and_submitted_one_after_another_within_a_t
             _poll_until(lambda: tracker.query("SELECT count(*) FROM workers") == [(1,)],
                         timeout=60)
             started = time.monotonic()
-            _poll_until(lambda: server.count_requests("POST", "/v1/batches") == 3, timeout=60)
+            _poll_until(lambda: tracker.query(
+                "SELECT count(*) FROM batches WHERE status = 'submitted'") == [(3,)], timeout=60)
             assert time.monotonic() - started < 4.0
-            assert tracker.query("SELECT count(*) FROM batches WHERE status = 'submitted'") == [
-                (3,)]
+            assert server.count_requests("POST", "/v1/batches") == 3
             stop_cleanly(proc)
