@@ -20,16 +20,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("tracker")
 
 
-def request_cancel(ctx: Context, provider_batch_id: str | None, all_open: bool) -> list[str]:
+def request_cancel(ctx: Context, provider_batch_id: str | None, all_open: bool,
+                   job: str | None = None) -> list[str]:
     """Record the wish to cancel (intent first), then ask the provider. Returns the local ids.
-    The daemon finishes the job: it ingests partial output and cancels the rest."""
+    The daemon finishes the job: it ingests partial output and cancels the rest. With `job`
+    (and `all_open`), only that job's batches."""
     # Only `cancel` needs these (they load the SQLModel tables); `retry` starts without them.
     from tracker.store import batches
     from tracker.store.batches import CANCELLABLE
 
     now = ctx.now()
     with write(ctx.engine) as conn:
-        rows = batches.cancellable(conn, None if all_open else provider_batch_id)
+        rows = batches.cancellable(conn, None if all_open else provider_batch_id, job)
         if not all_open:
             if not rows:
                 raise InputError(f"no batch {provider_batch_id!r} in this database")
@@ -51,15 +53,26 @@ def request_cancel(ctx: Context, provider_batch_id: str | None, all_open: bool) 
     return [row.id for row in rows]
 
 
-def retry_items(engine: Engine, now: float, *, failed: bool, cancelled: bool) -> int:
-    """Send failed and/or cancelled items again, with a fresh set of attempts (`attempts`
-    keeps counting every send; the earlier ones become `free_attempts`)."""
+def cancel_queued(engine: Engine, job: str, now: float) -> int:
+    """Cancel the items of `job` still waiting to be packed; returns how many."""
+    with write(engine) as conn:
+        ids = items.ids_with_status(conn, ItemStatus.QUEUED, job)
+        move_items(conn, ids, ItemStatus.QUEUED, ItemStatus.CANCELLED,
+                   f"tracker cancel --job {job}", now, finished_at=now)
+    return len(ids)
+
+
+def retry_items(engine: Engine, now: float, *, failed: bool, cancelled: bool,
+                job: str | None = None) -> int:
+    """Send failed and/or cancelled items (of `job`, if given) again, with a fresh set of
+    attempts (`attempts` keeps counting every send; the earlier ones become
+    `free_attempts`)."""
     sources = [status for status, wanted in ((ItemStatus.FAILED, failed),
                                              (ItemStatus.CANCELLED, cancelled)) if wanted]
     moved = 0
     with write(engine) as conn:
         for source in sources:
-            ids = items.ids_with_status(conn, source)
+            ids = items.ids_with_status(conn, source, job)
             move_items(conn, ids, source, ItemStatus.QUEUED, f"tracker retry --{source}", now,
                        {"free_attempts": "attempts"}, not_before=0.0, finished_at=None)
             moved += len(ids)

@@ -419,32 +419,42 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
 @cli.command()
 @click.argument("provider_batch_id", required=False)
 @click.option("--all", "all_open", is_flag=True, help="Cancel every open batch.")
+@click.option("--job", default=None, help="Cancel this job: its open batches and queued items.")
 @pass_settings
 @expected_errors
-def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool) -> None:
-    """Cancel a batch (by provider or local id) or --all; the daemon stores partial results.
+def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool,
+           job: str | None) -> None:
+    """Cancel a batch (by provider or local id), --all open batches, or a --job (its open
+    batches and its items still queued); the daemon stores partial results.
 
     Example:
 
     \b
         tracker cancel batch_abc123
+        tracker cancel --job evals-2026-11
     """
-    from tracker.actions import request_cancel
+    from tracker.actions import cancel_queued, request_cancel
 
-    if bool(provider_batch_id) == all_open:
-        raise BadInput("give a PROVIDER_BATCH_ID or --all (not both)")
+    if sum((bool(provider_batch_id), all_open, job is not None)) != 1:
+        raise BadInput("give one of PROVIDER_BATCH_ID, --all or --job")
     ctx = settings.context()
     _check_credentials(ctx)
-    ids = request_cancel(ctx, provider_batch_id, all_open)
-    click.echo(f"cancel requested for {len(ids)} batch(es)")
+    ids = request_cancel(ctx, provider_batch_id, all_open or job is not None, job)
+    if job is None:
+        click.echo(f"cancel requested for {len(ids)} batch(es)")
+        return
+    queued = cancel_queued(ctx.engine, job, time.time())
+    click.echo(f"cancel requested for {len(ids)} batch(es) of job {job}; {queued} queued "
+               "item(s) cancelled")
 
 
 @cli.command()
 @click.option("--failed", is_flag=True, help="Re-queue failed items (the default).")
 @click.option("--cancelled", is_flag=True, help="Re-queue cancelled items.")
+@click.option("--job", default=None, help="Only this job's items.")
 @pass_settings
 @expected_errors
-def retry(settings: Settings, failed: bool, cancelled: bool) -> None:
+def retry(settings: Settings, failed: bool, cancelled: bool, job: str | None) -> None:
     """Re-queue failed (and/or cancelled) items, each with a fresh set of attempts.
 
     Example:
@@ -456,7 +466,8 @@ def retry(settings: Settings, failed: bool, cancelled: bool) -> None:
 
     if not failed and not cancelled:
         failed = True
-    moved = retry_items(settings.engine, time.time(), failed=failed, cancelled=cancelled)
+    moved = retry_items(settings.engine, time.time(), failed=failed, cancelled=cancelled,
+                        job=job)
     click.echo(f"re-queued {moved} items")
 
 

@@ -53,6 +53,7 @@ class Batch(SQLModel, table=True):
     claim_token: int = 0
     claim_expires_at: float | None = None
     claim_heartbeat_at: float | None = None
+    job: str = "default"
 
 
 class Item(SQLModel, table=True):

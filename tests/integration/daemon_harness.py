@@ -38,13 +38,13 @@ def make_context(engine: Engine, server: Any, clock: Any, tmp_path: Path,
                    work_dir=tmp_path, providers={"openai": provider})
 
 
-def enqueue(ctx: Context, contents: dict[str, str]) -> None:
-    """Enqueue items `{id: user message}`."""
+def enqueue(ctx: Context, contents: dict[str, str], job: str = "default") -> None:
+    """Enqueue items `{id: user message}` into `job`."""
     lines = [json.dumps({"id": item_id, "input_payload": {
         "messages": [{"role": "user", "content": content}], "max_tokens": 20}})
         for item_id, content in contents.items()]
     data = io.BytesIO(("\n".join(lines) + "\n").encode())
-    enqueue_stream(ctx.engine, data, "test.jsonl", ctx.config, default_model=MODEL,
+    enqueue_stream(ctx.engine, data, "test.jsonl", ctx.config, default_model=MODEL, job=job,
                    now=ctx.now())
 
 

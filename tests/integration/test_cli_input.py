@@ -347,7 +347,17 @@ def test_cancel_and_retry__bad_arguments(tmp_path: Path, db_url: str) -> None:
     env = {"OPENAI_API_KEY": "sk-test-123456789"}
     assert_one_line_error(run(tmp_path, "cancel", env=env, db=db_url), "--all")
     assert_one_line_error(run(tmp_path, "cancel", "batch_nope", env=env, db=db_url), "no batch")
+    assert_one_line_error(run(tmp_path, "cancel", "--all", "--job", "x", env=env, db=db_url),
+                          "one of PROVIDER_BATCH_ID, --all or --job")
     assert run(tmp_path, "retry", db=db_url).stdout.strip() == "re-queued 0 items"
+    run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", "--job", "x", db=db_url,
+        stdin=(_line("a") + "\n" + _line("b") + "\n").encode())
+    assert run(tmp_path, "cancel", "--job", "x", env=env, db=db_url).stdout.strip() == (
+        "cancel requested for 0 batch(es) of job x; 2 queued item(s) cancelled")
+    assert run(tmp_path, "retry", "--cancelled", "--job", "y", db=db_url).stdout.strip() == (
+        "re-queued 0 items")
+    assert run(tmp_path, "retry", "--cancelled", "--job", "x", db=db_url).stdout.strip() == (
+        "re-queued 2 items")
 
 
 def test_commands__documented_with_examples() -> None:

@@ -52,7 +52,8 @@ def _room(conn: Connection, provider: str, model: str, now: float, token_cap: in
 def _pack_one(ctx: Context, provider: str, model: str, limit: int,
               token_cap: int | None = None) -> bool:
     now = ctx.now()
-    if not items.any_queued(ctx.engine, provider, model, now):
+    job = items.queued_job(ctx.engine, provider, model, now)
+    if job is None:
         return False
     max_lines, max_bytes = ctx.batch_limits(provider)
     limit = min(limit, max_lines)
@@ -64,21 +65,23 @@ def _pack_one(ctx: Context, provider: str, model: str, limit: int,
             if not allowed:
                 return False
             query = items.pack_query(
-                conn, provider, model, now, limit=limit, max_bytes=max_bytes,
+                conn, provider, model, job, now, limit=limit, max_bytes=max_bytes,
                 line_bytes=len(model.encode()) + LINE_OVERHEAD, token_room=token_room,
                 alone=alone)
             prefix = items.packable_prefix(conn, query)
             if not prefix.count:
                 return False
             batch_id = new_batch_id()
-            batches.insert_packed(conn, batch_id, provider, model,
-                                  ctx.endpoint(provider, model), f"packed {prefix.count} items",
-                                  prefix.count, prefix.est_tokens, now)
+            batches.insert_packed(conn, batch_id, provider, model, job,
+                                  ctx.endpoint(provider, model),
+                                  f"packed {prefix.count} items of job {job}", prefix.count,
+                                  prefix.est_tokens, now)
             move_queued_prefix(conn, query, prefix, f"packed into batch {batch_id}",
                                batch_id=batch_id, at=now)
     except StaleTransition as exc:  # another writer changed the queue meanwhile (PostgreSQL)
         log.info("packing %s/%s: %s; packing again at the next tick", provider, model, exc)
         return False
-    log.info("batch %s: packed %d items for %s/%s", batch_id, prefix.count, provider, model)
+    log.info("batch %s: packed %d items of job %s for %s/%s", batch_id, prefix.count, job,
+             provider, model)
     crash_point("after_pack")
     return True

@@ -90,12 +90,15 @@ def known_provider_ids(conn: Connection, batch_id: str) -> set[str]:
              "AND (id = :id OR duplicate_of = :id)"), {"id": batch_id}).scalars())
 
 
-def cancellable(conn: Connection, id_or_provider_id: str | None) -> list[Batch]:
+def cancellable(conn: Connection, id_or_provider_id: str | None,
+                job: str | None = None) -> list[Batch]:
     """The batch named by a local or provider id (whatever its status), or with None every
-    batch a cancel can still reach."""
+    batch a cancel can still reach (of `job`, if given)."""
     if id_or_provider_id is None:
-        rows = conn.execute(text("SELECT * FROM batches WHERE status IN :statuses")
-                            .bindparams(STATUSES), {"statuses": _values(CANCELLABLE)}).all()
+        of_job = " AND job = :job" if job is not None else ""
+        rows = conn.execute(text(f"SELECT * FROM batches WHERE status IN :statuses{of_job}")
+                            .bindparams(STATUSES),
+                            {"statuses": _values(CANCELLABLE), "job": job}).all()
     else:
         rows = conn.execute(text("SELECT * FROM batches WHERE provider_batch_id = :p "
                                  "OR id = :p"), {"p": id_or_provider_id}).all()
@@ -119,13 +122,15 @@ def lock_packing(conn: Connection, provider: str, model: str, *,
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
 
-def insert_packed(conn: Connection, batch_id: str, provider: str, model: str, endpoint: str,
-                  reason: str, item_count: int, est_tokens: int, now: float) -> None:
+def insert_packed(conn: Connection, batch_id: str, provider: str, model: str, job: str,
+                  endpoint: str, reason: str, item_count: int, est_tokens: int,
+                  now: float) -> None:
     conn.execute(
-        text("INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
+        text("INSERT INTO batches (id, provider, model, job, endpoint, status, status_reason, "
              "item_count, est_tokens, next_action_at, created_at, updated_at) "
-             "VALUES (:id, :p, :m, :endpoint, :status, :reason, :n, :tokens, :now, :now, :now)"),
-        {"id": batch_id, "p": provider, "m": model, "endpoint": endpoint,
+             "VALUES (:id, :p, :m, :job, :endpoint, :status, :reason, :n, :tokens, :now, :now, "
+             ":now)"),
+        {"id": batch_id, "p": provider, "m": model, "job": job, "endpoint": endpoint,
          "status": str(BatchStatus.PENDING), "reason": reason, "n": item_count,
          "tokens": est_tokens, "now": now})
 

@@ -30,8 +30,8 @@ class PackQuery:
     params: dict[str, Any]
 
 
-def pack_query(conn: Connection, provider: str, model: str, now: float, *, limit: int,
-               max_bytes: int, line_bytes: int, token_room: int | None,
+def pack_query(conn: Connection, provider: str, model: str, job: str, now: float, *,
+               limit: int, max_bytes: int, line_bytes: int, token_room: int | None,
                alone: bool) -> PackQuery:
     order = enqueue_order(conn)
     size = f"{byte_length(conn, 'payload')} + {byte_length(conn, 'id')} + :line_bytes"
@@ -41,12 +41,12 @@ def pack_query(conn: Connection, provider: str, model: str, now: float, *, limit
         "sum(est_tokens) OVER w AS tokens FROM ("
         f"SELECT {order} AS k, {size} AS size, est_tokens FROM items "
         "WHERE status = :queued AND provider = :p AND model = :m AND not_before <= :now "
-        f"ORDER BY {order} LIMIT :n) AS candidates "
+        f"AND job = :job ORDER BY {order} LIMIT :n) AS candidates "
         "WINDOW w AS (ORDER BY k ROWS UNBOUNDED PRECEDING)) AS running "
         "WHERE (rn = 1 OR bytes <= :max_bytes) "
         "AND (:no_cap OR tokens <= :room OR (rn = 1 AND :alone))",
-        {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "now": now, "n": limit,
-         "line_bytes": line_bytes, "max_bytes": max_bytes, "no_cap": token_room is None,
+        {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "job": job, "now": now,
+         "n": limit, "line_bytes": line_bytes, "max_bytes": max_bytes, "no_cap": token_room is None,
          "room": token_room or 0, "alone": alone})
 
 
@@ -69,15 +69,17 @@ def packable_prefix(conn: Connection, query: PackQuery) -> PackablePrefix:
     return PackablePrefix(int(row.n), int(row.tokens), int(row.first_key), int(row.last_key))
 
 
-def any_queued(engine: Engine, provider: str, model: str, now: float) -> bool:
-    """Whether an item of `provider`/`model` waits to be packed (a read: an idle pack step
-    takes no write lock)."""
+def queued_job(engine: Engine, provider: str, model: str, now: float) -> str | None:
+    """The job of an item of `provider`/`model` that waits to be packed, the first the index
+    gives (the earliest due, then the oldest); None if none waits. A read: an idle pack step
+    takes no write lock."""
     with read(engine) as conn:
-        return conn.execute(
-            text("SELECT 1 FROM items WHERE status = :queued AND provider = :p AND model = :m "
+        found = conn.execute(
+            text("SELECT job FROM items WHERE status = :queued AND provider = :p AND model = :m "
                  "AND not_before <= :now LIMIT 1"),
             {"queued": str(ItemStatus.QUEUED), "p": provider, "m": model, "now": now},
-        ).first() is not None
+        ).first()
+    return None if found is None else str(found[0])
 
 
 def ids_in_batch(engine: Engine, batch_id: str) -> list[str]:
@@ -125,6 +127,8 @@ def most_attempts_used(engine: Engine, batch_id: str) -> int:
             {"b": batch_id, "in_batch": _IN_BATCH}).scalar_one())
 
 
-def ids_with_status(conn: Connection, status: ItemStatus) -> list[str]:
-    return list(conn.execute(text("SELECT id FROM items WHERE status = :s"),
-                             {"s": str(status)}).scalars())
+def ids_with_status(conn: Connection, status: ItemStatus, job: str | None = None) -> list[str]:
+    """The ids of the items in `status` (of `job`, if given)."""
+    of_job = " AND job = :job" if job is not None else ""
+    return list(conn.execute(text(f"SELECT id FROM items WHERE status = :s{of_job}"),
+                             {"s": str(status), "job": job}).scalars())
