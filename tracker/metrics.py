@@ -9,6 +9,7 @@ what only this process sees (step errors, provider calls) is counted here.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from tracker.errors import TrackerError
-from tracker.states import BatchStatus, ItemStatus
-from tracker.store.reader import Reader
+from tracker.store.reports import status_of
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
@@ -41,8 +41,12 @@ class _DatabaseCollector(Collector):
         files = GaugeMetricFamily("tracker_provider_files_to_delete",
                                   "Provider files of ingested batches not deleted yet.")
         with self._snapshot() as reader:
-            _fill_counts(items, reader, "items", (s.value for s in ItemStatus))
-            _fill_counts(batches, reader, "batches", (s.value for s in BatchStatus))
+            report = status_of(reader, time.time())
+            for status, count in report["items"].items():
+                items.add_metric([status], float(count))
+            for status, count in report["batches"].items():
+                batches.add_metric([status], float(count))
+            files.add_metric([], float(report["provider_files_to_delete"]["pending"]))
             for row in reader.rows(
                     "SELECT provider, model, sum(prompt_tokens) AS prompt, "
                     "sum(completion_tokens) AS completion FROM items "
@@ -50,17 +54,7 @@ class _DatabaseCollector(Collector):
                 for kind in ("prompt", "completion"):
                     tokens.add_metric([row["provider"], row["model"], kind],
                                       float(row[kind] or 0))
-            files.add_metric([], float(reader.scalar(
-                "SELECT count(*) FROM file_deletions WHERE deleted_at IS NULL") or 0))
         yield from (items, batches, tokens, files)
-
-
-def _fill_counts(family: GaugeMetricFamily, reader: Reader, table: str,
-                 statuses: Iterable[str]) -> None:
-    counts = {row["status"]: int(row["n"]) for row in reader.rows(
-        f"SELECT status, count(*) AS n FROM {table} GROUP BY status")}
-    for status in statuses:
-        family.add_metric([status], float(counts.get(status, 0)))
 
 
 class Metrics:

@@ -47,10 +47,9 @@ def _delete_one(ctx: Context, row: FileToDelete) -> int:
         if exc.status_code != 404:
             return _failed(ctx, row, exc.message, None, error_kind(exc))
         note = "already gone (404)"
-    except TransientProviderError as exc:
-        return _failed(ctx, row, exc.message, exc.retry_after, error_kind(exc))
     except ProviderError as exc:
-        return _failed(ctx, row, exc.message, None, error_kind(exc))
+        hint = exc.retry_after if isinstance(exc, TransientProviderError) else None
+        return _failed(ctx, row, exc.message, hint, error_kind(exc))
     except Exception as exc:  # e.g. a provider no longer configured: recorded, tried later
         return _failed(ctx, row, f"{type(exc).__name__}: {exc}", None, type(exc).__name__)
     with ctx.write() as conn:
