@@ -399,12 +399,14 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
     \b
         tracker results --status succeeded --format csv -o results.csv
     """
+    from tracker.pricing import PriceBook
     from tracker.store.reports import RESULT_FIELDS, results_of
 
+    prices = PriceBook(settings.config)
     with settings.snapshot() as reader, \
             click.open_file(output or "-", "w", encoding="utf-8") as out:
         records = results_of(reader, None if item_status is None else ItemStatus(item_status),
-                             job)
+                             job, prices)
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS)
             writer.writeheader()
@@ -414,6 +416,37 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
         else:
             for record in records:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@cli.command()
+@click.option("--job", default=None, help="Only this job's spend.")
+@click.option("--by", type=click.Choice(["job", "model", "day", "batch"]), default="model",
+              show_default=True, help="One row per job, model, day (UTC) or batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_settings
+@expected_errors
+def cost(settings: Settings, job: str | None, by: str, as_json: bool) -> None:
+    """What the work has cost: every result line the provider billed (from completed,
+    expired and cancelled batches), priced at the config's batch prices in exact decimal;
+    lines of duplicate provider batches are shown apart as waste.
+
+    Example:
+
+    \b
+        tracker cost --by job
+        tracker cost --job evals-2026-11 --by day --json
+    """
+    from tracker.costs import cost_report
+    from tracker.pricing import PriceBook
+
+    with settings.snapshot() as reader:
+        report = cost_report(reader, PriceBook(settings.config), by=by, job=job)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    from tracker.cost_view import print_cost
+
+    print_cost(report)
 
 
 @cli.command()

@@ -24,6 +24,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class PricesConfig(_Strict):
+    """Batch prices in US dollars per million tokens (read as written: 0.075 is exact)."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    #: Prompt tokens read from the provider's cache; None: unknown (such tokens are then
+    #: priced as unknown, not at the full input rate).
+    cached_input: float | None = Field(default=None, ge=0)
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     mode: Literal["chat"] = "chat"
@@ -31,6 +41,11 @@ class ModelConfig(_Strict):
     pricing_tier: Literal["batch"] = "batch"
     #: Cap on estimated prompt tokens in flight for this model (None: no cap).
     max_enqueued_tokens: int | None = Field(default=None, ge=1)
+    #: Overrides the packaged price table (config/prices.yaml) for this model.
+    prices_per_million: PricesConfig | None = None
+    #: The most output tokens one request may produce (a budget's worst case for requests
+    #: that set no max_tokens); overrides the packaged table.
+    max_output_tokens: int | None = Field(default=None, ge=1)
 
 
 #: Provider keys that steer the tracker, not the provider's client.
@@ -71,6 +86,9 @@ class ProviderConfig(_Strict):
 
 
 class BatchSection(_Strict):
+    #: Most US dollars the whole database may spend: billed plus the worst case of every
+    #: batch in flight; a batch that would cross it waits (None: no limit).
+    budget_usd: float | None = Field(default=None, ge=0)
     providers: dict[str, ProviderConfig]
 
 

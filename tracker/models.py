@@ -54,6 +54,8 @@ class Batch(SQLModel, table=True):
     claim_expires_at: float | None = None
     claim_heartbeat_at: float | None = None
     job: str = "default"
+    budget_hold_usd: str | None = None
+    budget_wait: str | None = None
 
 
 class Item(SQLModel, table=True):
@@ -78,6 +80,8 @@ class Item(SQLModel, table=True):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
     created_at: float
     updated_at: float
     finished_at: float | None = None

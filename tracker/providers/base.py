@@ -220,6 +220,10 @@ class ProviderResultRow:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    #: Of `prompt_tokens`, those read from the provider's prompt cache (billed lower).
+    cached_tokens: int | None = None
+    #: Of `completion_tokens`, those spent on reasoning (billed as output, already counted).
+    reasoning_tokens: int | None = None
     #: The provider's result line as it came (JSON text), stored once as `output_data`
     #: instead of a re-serialized copy of `output_data`.
     raw_line: str | None = None

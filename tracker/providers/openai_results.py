@@ -48,6 +48,14 @@ def _count(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
+def _detail(usage: Mapping[str, Any], chat_key: str, responses_key: str,
+            name: str) -> int | None:
+    """A figure inside `usage`'s details object (chat and completions name it one way,
+    responses the other)."""
+    details = usage.get(chat_key, usage.get(responses_key))
+    return _count(details.get(name)) if isinstance(details, dict) else None
+
+
 def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> ProviderResultRow:
     """One output or error line, either shape (§3.2/§3.3 of the API reference), to a row.
     `raw_line` is the line as it came, kept on a successful row (stored as is, once). Lines
@@ -80,6 +88,10 @@ def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> P
                 completion_tokens=_count(usage.get("completion_tokens",
                                                    usage.get("output_tokens"))),
                 total_tokens=_count(usage.get("total_tokens")),
+                cached_tokens=_detail(usage, "prompt_tokens_details", "input_tokens_details",
+                                      "cached_tokens"),
+                reasoning_tokens=_detail(usage, "completion_tokens_details",
+                                         "output_tokens_details", "reasoning_tokens"),
                 raw_line=raw_line,
             )
         code_int = status_code if isinstance(status_code, int) else None

@@ -43,7 +43,7 @@ from tracker.steps.common import VANISHED
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.outcome_spool import OutcomeSpool
 from tracker.steps.reconcile import sweep_duplicates, sweep_window
-from tracker.store import batches, file_deletions, items
+from tracker.store import batches, file_deletions, items, ledger
 from tracker.store.engine import read
 from tracker.store.transitions import ItemOutcome, move_batch, record_item_outcomes
 
@@ -105,7 +105,7 @@ def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) 
     if maybe_twin and _watching_for_a_ghost(ctx, batch):
         return
     if batch.duplicate_of is not None:
-        _close(ctx, batch, [], "duplicate provider batch: results discarded")
+        _close_duplicate(ctx, batch, skip_unavailable)
         return
     if batch.item_count == 0:
         _close(ctx, batch, [], "no items left")
@@ -135,6 +135,23 @@ def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) 
             reason += "; lines of result files that never came whole count as missing"
         _close(ctx, batch, results, reason, attempts=attempts,
                result_files=(results.status.output_file_id, results.status.error_file_id))
+
+
+def _close_duplicate(ctx: Context, batch: Batch, skip_unavailable: bool) -> None:
+    """A second provider batch for one row: its results are discarded, but the lines it ran
+    before it was cancelled were billed, so their usage goes to the ledger as waste."""
+    provider_batch_id = batch.provider_batch_id
+    if provider_batch_id is None or not (batch.output_file_id or batch.request_completed):
+        _close(ctx, batch, [], "duplicate provider batch: results discarded")
+        return
+    provider = ctx.provider_for_call(batch.provider)
+    with provider.fetch_results(provider_batch_id,
+                                directory=results_directory(ctx, batch.id),
+                                skip_unavailable=skip_unavailable,
+                                last_seen=_last_seen(batch)) as results:
+        waste = [line for line in results if line.is_success]
+    _close(ctx, batch, [], f"duplicate provider batch: results discarded; {len(waste)} lines "
+           "it ran are recorded as waste", waste=waste)
 
 
 def _last_seen(batch: Batch) -> ProviderBatch | None:
@@ -248,7 +265,8 @@ def _ingest_validation_failure(ctx: Context, batch: Batch) -> None:
 
 def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason: str, *,
            not_before: float | None = None, attempts: dict[str, int] | None = None,
-           result_files: tuple[str | None, str | None] = (None, None)) -> None:
+           result_files: tuple[str | None, str | None] = (None, None),
+           waste: list[ProviderResultRow] | None = None) -> None:
     """Store `rows` for the items still in the batch (`attempts`: each one's sends, read now
     when not given; an item that left the batch since makes its run's write fail and retry)."""
     now = ctx.now()
@@ -300,6 +318,8 @@ def _close(ctx: Context, batch: Batch, rows: Iterable[ProviderResultRow], reason
         totals = _finish(conn, batch, reason, now,
                          delete_files=ctx.deletes_files(batch.provider),
                          result_files=result_files)
+        if waste:
+            ledger.record_waste(conn, batch, waste, batch.ended_at or now)
     shutil.rmtree(results_directory(ctx, batch.id), ignore_errors=True)
     crash_point("after_ingest")
     log.info("batch %s (%s): ingested; %s", batch.id, batch.provider_batch_id, _summary(totals))
@@ -341,6 +361,8 @@ def _outcome(item_id: str, decision: Decision, row: ProviderResultRow | None, no
         prompt_tokens=result.prompt_tokens if result else None,
         completion_tokens=result.completion_tokens if result else None,
         total_tokens=result.total_tokens if result else None,
+        cached_tokens=result.cached_tokens if result else None,
+        reasoning_tokens=result.reasoning_tokens if result else None,
         finished_at=None if retry else now,
         not_before=(not_before if not_before is not None else now) if retry else None,
         refund=retry and refund,
@@ -376,6 +398,7 @@ def _finish(conn: Connection, batch: Batch, reason: str, now: float, *,
     move_batch(conn, batch.id, batch.status, BatchStatus.INGESTED,
                f"{reason}; {_summary(totals)}", now, ingested_at=now, next_action_at=None,
                cancel_requested=0)
+    ledger.record_batch_results(conn, batch.id, batch.ended_at or now)
     if delete_files:
         file_deletions.schedule_batch_files(conn, batch.id, now, result_files)
     return totals

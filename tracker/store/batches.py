@@ -143,9 +143,10 @@ def insert_duplicate(conn: Connection, batch: Batch, duplicate_id: str, extra: P
         text("INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
              "provider_batch_id, provider_status, item_count, cancel_requested, "
              "duplicate_of, input_file_created_at, create_attempted_at, next_action_at, "
-             "created_at, updated_at) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, :ps, "
-             "0, 1, :dup, :filed, :now, :now, :now, :now)"),
+             "created_at, updated_at, job) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, "
+             ":ps, 0, 1, :dup, :filed, :now, :now, :now, :now, :job)"),
         {"id": duplicate_id, "p": batch.provider, "m": batch.model, "e": batch.endpoint,
+         "job": batch.job,
          "status": str(status), "pbid": extra.provider_batch_id,
          "ps": extra.provider_status, "dup": batch.id, "filed": batch.input_file_created_at,
          "now": now, "reason": reason})

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from tracker.pricing import PriceBook, Usage, cost, usd_text
 from tracker.states import OPEN_BATCH, BatchStatus, ItemStatus
 from tracker.store.dialect import enqueue_order
 from tracker.store.reader import Reader, engine_snapshot
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 RESULT_FIELDS = (
     "id", "status", "output_text", "error_message", "error_code", "attempts",
     "provider_batch_id", "model", "provider", "prompt_tokens", "completion_tokens",
-    "total_tokens", "job", "metadata",
+    "total_tokens", "cached_tokens", "reasoning_tokens", "job", "metadata", "cost_usd",
 )
 
 
@@ -93,24 +94,37 @@ def status_of(reader: Reader, now: float, job: str | None = None) -> dict[str, A
     }
 
 
-def results_of(reader: Reader, status: ItemStatus | None = None,
-               job: str | None = None) -> Iterator[dict[str, Any]]:
+def results_of(reader: Reader, status: ItemStatus | None = None, job: str | None = None,
+               prices: PriceBook | None = None) -> Iterator[dict[str, Any]]:
     """One record per item (of `job`, with `status`), in enqueue order; `provider_batch_id`
     is of the batch its outcome came from (the last batch it was in); `metadata` is the
-    item's own object, parsed."""
+    item's own object, parsed; `cost_usd` what its result cost at `prices` (None for an item
+    with no result, "unknown" without a price)."""
     conditions = [f"i.{column} = :{column}" for column, value in
                   (("status", status), ("job", job)) if value is not None]
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     for record in reader.stream(
             "SELECT i.id, i.status, i.output_text, i.error_message, i.error_code, i.attempts, "
             "b.provider_batch_id, i.model, i.provider, i.prompt_tokens, i.completion_tokens, "
-            "i.total_tokens, i.job, i.metadata FROM items i "
+            "i.total_tokens, i.cached_tokens, i.reasoning_tokens, i.job, i.metadata "
+            "FROM items i "
             f"LEFT JOIN batches b ON b.id = i.batch_id {where} "
             f"ORDER BY {enqueue_order(reader.dialect, 'i')}",
             {"status": None if status is None else str(status), "job": job}):
         if record["metadata"] is not None:
             record["metadata"] = json.loads(record["metadata"])
+        record["cost_usd"] = _item_cost(record, prices)
         yield record
+
+
+def _item_cost(record: dict[str, Any], prices: PriceBook | None) -> str | None:
+    if record["status"] != ItemStatus.SUCCEEDED.value:
+        return None
+    price = prices.price(record["provider"], record["model"]) if prices else None
+    prompt = record["prompt_tokens"]
+    return usd_text(cost(Usage(prompt=prompt, cached=record["cached_tokens"] or 0,
+                               completion=record["completion_tokens"] or 0,
+                               reasoning=record["reasoning_tokens"] or 0), price))
 
 
 def status_report(engine: Engine, now: float) -> dict[str, Any]:

@@ -131,6 +131,8 @@ class ItemOutcome(NamedTuple):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
     finished_at: float | None = None
     not_before: float | None = None  #: None keeps the item's own
     refund: bool = False  #: the send does not count against its attempts
@@ -141,7 +143,8 @@ class ItemOutcome(NamedTuple):
 _RECORD_OUTCOME = (
     "UPDATE items SET status = ?, status_reason = ?, updated_at = ?, error_message = ?, "
     "error_code = ?, error_status = ?, output_text = ?, output_data = ?, prompt_tokens = ?, "
-    "completion_tokens = ?, total_tokens = ?, finished_at = ?, "
+    "completion_tokens = ?, total_tokens = ?, cached_tokens = ?, reasoning_tokens = ?, "
+    "finished_at = ?, "
     "not_before = COALESCE(?, not_before), free_attempts = free_attempts + ? "
     "WHERE status = ? AND id = ?")
 
@@ -150,18 +153,21 @@ _RECORD_OUTCOME = (
 #: dozen arrays cost more to send than the UPDATE takes), one UPDATE for all of them.
 _OUTCOME_COLUMNS = ("status", "reason", "error_message", "error_code", "error_status",
                     "output_text", "output_data", "prompt_tokens", "completion_tokens",
-                    "total_tokens", "finished_at", "not_before", "refund", "id")
+                    "total_tokens", "cached_tokens", "reasoning_tokens", "finished_at",
+                    "not_before", "refund", "id")
 _RECORD_OUTCOMES_PG = (
     "UPDATE items SET status = v.status, status_reason = v.reason, updated_at = %s, "
     "error_message = v.error_message, error_code = v.error_code, "
     "error_status = v.error_status, output_text = v.output_text, "
     "output_data = v.output_data, prompt_tokens = v.prompt_tokens, "
     "completion_tokens = v.completion_tokens, total_tokens = v.total_tokens, "
+    "cached_tokens = v.cached_tokens, reasoning_tokens = v.reasoning_tokens, "
     "finished_at = v.finished_at, not_before = COALESCE(v.not_before, items.not_before), "
     "free_attempts = items.free_attempts + v.refund "
     "FROM json_to_recordset(%s::json) AS v(status text, reason text, error_message text, "
     "error_code text, error_status int, output_text text, output_data text, "
-    "prompt_tokens int, completion_tokens int, total_tokens int, finished_at float8, "
+    "prompt_tokens int, completion_tokens int, total_tokens int, cached_tokens int, "
+    "reasoning_tokens int, finished_at float8, "
     "not_before float8, refund int, id text) "
     "WHERE items.id = v.id AND items.id = ANY(%s) AND items.status = %s")
 
@@ -183,7 +189,8 @@ def record_item_outcomes(conn: Connection, outcomes: Sequence[ItemOutcome], at: 
     in_batch = str(ItemStatus.IN_BATCH)
     rows = [(str(o.status), storable_text(o.reason), at, _storable(o.error_message),
              _storable(o.error_code), o.error_status, _storable(o.output_text), o.output_data,
-             o.prompt_tokens, o.completion_tokens, o.total_tokens, o.finished_at, o.not_before,
+             o.prompt_tokens, o.completion_tokens, o.total_tokens, o.cached_tokens,
+             o.reasoning_tokens, o.finished_at, o.not_before,
              int(o.refund), in_batch, o.item_id) for o in outcomes]
     if is_postgresql(conn):
         # One statement per 1,000 rows: the item trigger runs once per statement. The plan is
@@ -194,10 +201,10 @@ def record_item_outcomes(conn: Connection, outcomes: Sequence[ItemOutcome], at: 
         moved = 0
         for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT):
             part = rows[start:start + _PG_ROWS_PER_STATEMENT]
-            document = json.dumps([dict(zip(_OUTCOME_COLUMNS, row[:2] + row[3:14] + row[15:],
+            document = json.dumps([dict(zip(_OUTCOME_COLUMNS, row[:2] + row[3:16] + row[17:],
                                             strict=True)) for row in part])
             moved += conn.exec_driver_sql(_RECORD_OUTCOMES_PG, (
-                at, document, [row[15] for row in part], in_batch)).rowcount
+                at, document, [row[17] for row in part], in_batch)).rowcount
         conn.exec_driver_sql("SET LOCAL enable_nestloop = on")
     else:
         moved = conn.exec_driver_sql(_RECORD_OUTCOME, rows).rowcount

@@ -15,6 +15,8 @@ cancel_refusal_status: not 409: cancelling an ended or cancelling batch answers 
 Line markers beyond [fail:NNN], [fail-once:NNN], [slow], [invalid]:
 [surrogate]: the reply's content ends with a lone UTF-16 surrogate (JSON escape \\ud800).
 [batch-fail]: the whole batch fails validation with `errors: null` and no line runs.
+[usage:P,C,K,R]: the line reports exactly P prompt tokens (K of them cached) and C completion
+tokens (R of them reasoning), instead of figures estimated from its text.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ TERMINAL = ("completed", "failed", "expired", "cancelled")
 RESULT_KINDS = frozenset({"output", "error"})
 _FAIL = re.compile(r"\[fail:(\d{3})\]")
 _FAIL_ONCE = re.compile(r"\[fail-once:(\d{3})\]")
+_USAGE = re.compile(r"\[usage:(\d+),(\d+),(\d+),(\d+)\]")
 
 Responder = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]
 
@@ -423,6 +426,11 @@ class FakeBatchState:
                                      ("output_tokens", "completion_tokens"),
                                      ("total_tokens", "total_tokens")):
                         usage[key] += body["usage"][src]
+                    details = body["usage"]
+                    usage["input_tokens_details"]["cached_tokens"] += details.get(
+                        "prompt_tokens_details", {}).get("cached_tokens", 0)
+                    usage["output_tokens_details"]["reasoning_tokens"] += details.get(
+                        "completion_tokens_details", {}).get("reasoning_tokens", 0)
                     self.executions.append((b.id, custom_id, "success"))
                 else:
                     failures.append(entry)
@@ -473,6 +481,10 @@ class FakeBatchState:
             reply += " \ud800"  # a lone surrogate: json.dumps writes it as the escape \ud800
         prompt = estimate_tokens(body)
         completion = len(reply) // 4 + 1
+        cached = reasoning = 0
+        exact = _USAGE.search(text)
+        if exact:
+            prompt, completion, cached, reasoning = (int(n) for n in exact.groups())
         return 200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(self.clock()), "model": body.get("model"),
@@ -480,7 +492,10 @@ class FakeBatchState:
                                                  "refusal": None},
                          "logprobs": None, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
+                      "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": reasoning,
+                                                    "audio_tokens": 0}},
             "system_fingerprint": "fp_fake"}
 
     # -- JSON -------------------------------------------------------------------------------
