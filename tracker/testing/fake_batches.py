@@ -408,9 +408,10 @@ class FakeBatchState:
         """Run the lines finished by `cutoff`; the rest end as expired or cancelled."""
         outputs: list[dict[str, Any]] = []
         failures: list[dict[str, Any]] = []
-        usage = {"input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
-                 "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": 0}
+        usage: dict[str, Any] = {
+            "input_tokens": 0, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 0}
         for line in b.lines:
             custom_id = line["custom_id"]
             started = "in_progress_at" in b.times
