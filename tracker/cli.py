@@ -154,10 +154,13 @@ def _open_input(file: str) -> Iterator[tuple[IO[bytes], str]]:
 @click.option("--job", default=None,
               help="The job the items belong to (default: FILE's name without extension; "
                    "stdin for -).")
+@click.option("--budget-usd", default=None, metavar="USD",
+              help="The job's spending limit (billed + in flight + the next batch's worst "
+                   "case); replaces an earlier one. Also: tracker budget JOB USD.")
 @pass_settings
 @expected_errors
 def enqueue(settings: Settings, file: str, model: str | None, provider: str,
-            job: str | None) -> None:
+            job: str | None, budget_usd: str | None) -> None:
     """Add the items of a JSONL FILE (or - for stdin); all or nothing.
 
     Each line: {"id": "...", "input_payload": {"messages": [...], ...}, "model": "...",
@@ -169,15 +172,16 @@ def enqueue(settings: Settings, file: str, model: str | None, provider: str,
     \b
         tracker enqueue prompts.jsonl --model gpt-5-mini
     """
-    from tracker.enqueue import enqueue_stream, job_name_for
+    from tracker.enqueue import check_budget, enqueue_stream, job_name_for
     from tracker.store.sqlite_file import current_file
 
+    budget = None if budget_usd is None else check_budget(budget_usd)
     config = settings.config
     database = current_file(settings.db_url) or settings.engine
     with _open_input(file) as (stream, name):
         result = enqueue_stream(database, stream, name, config, provider=provider,
                                 default_model=model, job=job or job_name_for(file),
-                                now=time.time())
+                                budget_usd=budget, now=time.time())
     click.echo(f"enqueued {result.enqueued} items, skipped {result.skipped} already present")
 
 
@@ -244,10 +248,14 @@ def status(settings: Settings, as_json: bool, job: str | None) -> None:
         tracker status --json
         tracker status --job evals-2026-11
     """
+    from tracker.pricing import PriceBook, to_decimal
     from tracker.store.reports import status_of
 
+    config = settings.config
+    limit = config.batch.budget_usd
     with settings.snapshot() as reader:
-        report = status_of(reader, time.time(), job)
+        report = status_of(reader, time.time(), job, prices=PriceBook(config),
+                           budget_limit=None if limit is None else to_decimal(limit))
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -447,6 +455,31 @@ def cost(settings: Settings, job: str | None, by: str, as_json: bool) -> None:
     from tracker.cost_view import print_cost
 
     print_cost(report)
+
+
+@cli.command()
+@click.argument("job")
+@click.argument("usd")
+@pass_settings
+@expected_errors
+def budget(settings: Settings, job: str, usd: str) -> None:
+    """Set JOB's spending limit to USD dollars ("none" removes it). Batches of the job that
+    wait for budget go on at the next check once they fit. The limit for the whole database
+    is batch.budget_usd in the config.
+
+    Example:
+
+    \b
+        tracker budget evals-2026-11 40
+    """
+    from tracker.enqueue import check_budget, check_job_name
+    from tracker.store.engine import write
+    from tracker.store.spend import set_job_budget
+
+    amount = None if usd.lower() == "none" else check_budget(usd, "USD")
+    with write(settings.engine) as conn:
+        set_job_budget(conn, check_job_name(job), amount, time.time())
+    click.echo(f"job {job}: budget " + ("removed" if amount is None else f"{amount} USD"))
 
 
 @cli.command()

@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -194,14 +195,31 @@ def enqueue_stream(
     provider: str = "openai",
     default_model: str | None = None,
     job: str = DEFAULT_JOB,
+    budget_usd: Decimal | None = None,
     now: float,
 ) -> EnqueueResult:
     """Insert every item of `stream` into `job`, or none; raise `InputError` naming the line.
-    `database`: an engine, or the path of an SQLite file that holds the newest schema."""
+    `database`: an engine, or the path of an SQLite file that holds the newest schema.
+    `budget_usd`: the job's spending limit from now on (in the same transaction)."""
     accepts = model_acceptance(config, provider)
     job = check_job_name(job)
     with ItemInserter(database) as inserter:
-        return _insert_all(inserter, stream, name, provider, default_model, accepts, job, now)
+        result = _insert_all(inserter, stream, name, provider, default_model, accepts, job, now)
+        if budget_usd is not None:
+            inserter.set_job_budget(job, budget_usd, now)
+        return result
+
+
+def check_budget(text: str, name: str = "--budget-usd") -> Decimal:
+    """A budget as given on a command line: a non-negative decimal number of US dollars."""
+    try:
+        amount = Decimal(text)
+    except ArithmeticError:
+        amount = Decimal("NaN")
+    if not amount.is_finite() or amount < 0:
+        raise InputError(f"{name} {text!r}: give a non-negative amount of US dollars, "
+                         "e.g. 25 or 12.50")
+    return amount
 
 
 def check_job_name(job: str) -> str:

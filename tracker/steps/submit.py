@@ -25,6 +25,7 @@ from tracker.providers.base import (
     TransientProviderError,
 )
 from tracker.states import BatchStatus, ItemStatus
+from tracker.steps.budget import admit
 from tracker.steps.failures import isolated, pausing, record_error, record_failure, refused
 from tracker.steps.reconcile import adopt, find_ours, record_created
 from tracker.store import batches, items
@@ -85,6 +86,8 @@ def _submit_one(ctx: Context, batch: Batch) -> None:
     if batch.cancel_requested:
         _finish_cancelled_pending(ctx, batch)
         return
+    if not admit(ctx, batch):
+        return  # waits for budget, with the reason on it
     provider = ctx.provider_for_call(batch.provider)
     input_file_id = batch.input_file_id or _upload(ctx, batch, provider)
     if input_file_id is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -168,6 +169,12 @@ class ItemInserter:
             return False
         self._cur.execute("RELEASE SAVEPOINT insert_items")
         return True
+
+    def set_job_budget(self, job: str, budget_usd: Decimal, now: float) -> None:
+        self._cur.execute(self._sql(
+            "INSERT INTO jobs (name, budget_usd, created_at, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET budget_usd = excluded.budget_usd, "
+            "updated_at = excluded.updated_at"), (job, str(budget_usd), now, now))
 
     def existing(self, item_id: str) -> tuple[tuple[str, str, str, str, str | None], float] | None:
         """`((provider, model, payload, job, metadata), created_at)` of a stored item."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from tracker.pricing import PriceBook, Usage, cost, usd_text
 from tracker.states import OPEN_BATCH, BatchStatus, ItemStatus
+from tracker.store import progress
 from tracker.store.dialect import enqueue_order
 from tracker.store.reader import Reader, engine_snapshot
 
@@ -37,8 +39,12 @@ _OPEN = _in(OPEN_BATCH)
 _UNFINISHED_ITEMS = _in((ItemStatus.QUEUED, ItemStatus.IN_BATCH))
 
 
-def status_of(reader: Reader, now: float, job: str | None = None) -> dict[str, Any]:
-    """The whole picture; with `job`, the items of that job and the batches holding them."""
+def status_of(reader: Reader, now: float, job: str | None = None, *,
+              prices: PriceBook | None = None,
+              budget_limit: Decimal | None = None) -> dict[str, Any]:
+    """The whole picture; with `job`, the items of that job and the batches holding them.
+    With `prices`: spend, projection and ETA per job and model, the open batches and the
+    budget (`budget_limit`: the config's batch.budget_usd)."""
     of_job = "WHERE job = :job" if job is not None else ""
     by_job: dict[str, dict[str, int]] = {}
     for row in reader.rows(f"SELECT job, status, count(*) AS n FROM items {of_job} "
@@ -74,7 +80,7 @@ def status_of(reader: Reader, now: float, job: str | None = None) -> dict[str, A
         error["next_try_in_seconds"] = None if next_at is None else round(
             max(next_at - now, 0.0), 1)
     daemon = leases[0] if leases else None
-    return {
+    report = {
         "items": items,
         "jobs": {name: {"items": {s.value: counts.get(s.value, 0) for s in ItemStatus}}
                  for name, counts in by_job.items()},
@@ -92,6 +98,11 @@ def status_of(reader: Reader, now: float, job: str | None = None) -> dict[str, A
                      "heartbeat_age_seconds": round(max(now - w["heartbeat_at"], 0.0), 1),
                      "claimed_batches": w["claimed"]} for w in live],
     }
+    if prices is not None:
+        report["jobs"] = progress.jobs_report(reader, now, prices, job)
+        report["open_batches"] = progress.open_batches(reader, now, job)
+        report["budget"] = progress.budget_report(reader, prices, budget_limit)
+    return report
 
 
 def results_of(reader: Reader, status: ItemStatus | None = None, job: str | None = None,

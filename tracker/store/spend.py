@@ -1,0 +1,115 @@
+"""Spend and budgets as stored: what the ledger says was billed, what the batches in flight
+may still cost at worst (their holds), and the jobs' own limits. Amounts are exact decimals;
+None where a price is unknown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, localcontext
+from typing import TYPE_CHECKING, Any
+
+from tracker.costs import row_cost
+from tracker.errors import StaleBatch
+from tracker.pricing import EXACT, PriceBook
+from tracker.store.ledger import usage_by
+from tracker.store.reader import Reader
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, TextClause
+
+
+def _sql(statement: str) -> TextClause:
+    """SQLAlchemy is loaded only by the writers: the reports run without it."""
+    from sqlalchemy import text
+
+    return text(statement)
+
+#: PostgreSQL advisory lock taken by every budget check: two workers never admit batches
+#: against the same headroom at once (SQLite's single writer does the same).
+BUDGET_LOCK = 7_350_003
+
+
+@dataclass
+class Spend:
+    """Billed (None: unknown) and held for batches in flight, in total and per job."""
+
+    spent: Decimal | None = Decimal(0)
+    in_flight: Decimal = Decimal(0)
+    spent_by_job: dict[str, Decimal | None] = field(default_factory=dict)
+    in_flight_by_job: dict[str, Decimal] = field(default_factory=dict)
+
+    def job_spent(self, job: str) -> Decimal | None:
+        return self.spent_by_job.get(job, Decimal(0))
+
+    def job_in_flight(self, job: str) -> Decimal:
+        return self.in_flight_by_job.get(job, Decimal(0))
+
+
+def spend_of(reader: Reader, prices: PriceBook) -> Spend:
+    spend = Spend()
+    with localcontext(EXACT):
+        for row in usage_by(reader, "job"):
+            amount = row_cost(row, prices)
+            job = str(row["key"])
+            before = spend.spent_by_job.get(job, Decimal(0))
+            spend.spent_by_job[job] = None if amount is None or before is None else (
+                before + amount)
+            spend.spent = None if amount is None or spend.spent is None else (
+                spend.spent + amount)
+        for row in reader.rows("SELECT job, budget_hold_usd FROM batches WHERE status <> "
+                               "'ingested' AND budget_hold_usd IS NOT NULL"):
+            hold = Decimal(row["budget_hold_usd"])
+            spend.in_flight += hold
+            spend.in_flight_by_job[row["job"]] = spend.job_in_flight(row["job"]) + hold
+    return spend
+
+
+def job_budgets(reader: Reader) -> dict[str, Decimal]:
+    return {row["name"]: Decimal(row["budget_usd"]) for row in reader.rows(
+        "SELECT name, budget_usd FROM jobs WHERE budget_usd IS NOT NULL")}
+
+
+def waiting_batches(reader: Reader) -> list[dict[str, Any]]:
+    return reader.rows(
+        "SELECT id AS batch_id, job, model, budget_wait AS reason FROM batches "
+        "WHERE status = 'pending' AND budget_wait IS NOT NULL ORDER BY created_at")
+
+
+def set_job_budget(conn: Connection, job: str, budget_usd: Decimal | None, now: float) -> None:
+    conn.execute(_sql(
+        "INSERT INTO jobs (name, budget_usd, created_at, updated_at) "
+        "VALUES (:job, :usd, :now, :now) ON CONFLICT (name) DO UPDATE "
+        "SET budget_usd = excluded.budget_usd, updated_at = excluded.updated_at"),
+        {"job": job, "usd": None if budget_usd is None else str(budget_usd), "now": now})
+
+
+def lock_budgets(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(_sql("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK})
+
+
+def unheld_open_batches(conn: Connection) -> list[str]:
+    """Open batches that may reach the provider and hold nothing yet (admitted while no
+    budget applied)."""
+    return list(conn.execute(_sql(
+        "SELECT id FROM batches WHERE status <> 'ingested' AND budget_hold_usd IS NULL "
+        "AND duplicate_of IS NULL AND (status <> 'pending' OR create_attempted_at IS NOT NULL "
+        "OR input_file_id IS NOT NULL)")).scalars())
+
+
+def set_hold(conn: Connection, batch_id: str, hold: Decimal, now: float) -> bool:
+    """Hold `hold` for the batch; False when it holds something already or has closed."""
+    return conn.execute(_sql(
+        "UPDATE batches SET budget_hold_usd = :hold, budget_wait = NULL, updated_at = :now "
+        "WHERE id = :id AND budget_hold_usd IS NULL AND status <> 'ingested'"),
+        {"hold": str(hold), "now": now, "id": batch_id}).rowcount == 1
+
+
+def set_wait(conn: Connection, batch_id: str, reason: str, next_action_at: float,
+             now: float) -> None:
+    matched = conn.execute(_sql(
+        "UPDATE batches SET budget_wait = :reason, next_action_at = :next, updated_at = :now "
+        "WHERE id = :id AND status = 'pending'"),
+        {"reason": reason, "next": next_action_at, "now": now, "id": batch_id}).rowcount
+    if matched != 1:
+        raise StaleBatch(f"batch {batch_id} left pending while it waited for budget")
