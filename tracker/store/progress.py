@@ -10,7 +10,7 @@ average billed cost of the results so far; None until one result is billed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, Inexact, Rounded, localcontext
+from decimal import Context, Decimal, localcontext
 from typing import Any
 
 from tracker.costs import row_cost
@@ -23,6 +23,8 @@ from tracker.store.reader import Reader
 _FINISHED = (ItemStatus.SUCCEEDED.value, ItemStatus.FAILED.value, ItemStatus.CANCELLED.value)
 _LEFT = (ItemStatus.QUEUED.value, ItemStatus.IN_BATCH.value)
 OPEN_BATCHES_SHOWN = 20
+#: Projections divide: rounded on purpose (the ledger's sums stay exact).
+AVERAGE = Context(prec=40)
 
 
 @dataclass
@@ -54,8 +56,7 @@ class _Line:
             if left == 0:
                 projected = self.spent
             elif self.billed_results and self.results_cost is not None:
-                # An average: rounded on purpose (the ledger's sums are exact).
-                with localcontext(prec=40, traps={Inexact: False, Rounded: False}):
+                with localcontext(AVERAGE):
                     projected = self.spent + self.results_cost * left / self.billed_results
         return {"items": {s.value: self.counts.get(s.value, 0) for s in ItemStatus},
                 "spent_usd": usd_text(self.spent),

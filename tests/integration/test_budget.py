@@ -1,0 +1,125 @@
+"""Budgets: a batch is sent only when what was billed, plus the worst case of every batch in
+flight, plus its own worst case fits; otherwise it waits with the reason on it, and a raised
+budget lets it go. The real steps, the real `openai` SDK over HTTP to the fake Batch API, a
+real database on either engine, one manual clock."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from tests.integration.daemon_harness import drive, enqueue, items_by_status, make_config
+from tests.integration.daemon_harness import make_context as harness_context
+from tracker.context import Context
+from tracker.costs import cost_report
+from tracker.daemon import run_steps_once
+from tracker.pricing import PriceBook, to_decimal
+from tracker.store.engine import read, write
+from tracker.store.reader import engine_snapshot
+from tracker.store.reports import status_of
+from tracker.store.spend import set_job_budget, spend_of
+from tracker.testing.fake_openai import FakeOpenAI, ManualClock
+
+#: Dollars per million tokens: each line below costs 10 x 1 + 5 x 2 = 20 millionths.
+PRICES = {"input": 1.0, "cached_input": 0.5, "output": 2.0}
+MAX_TOKENS = 20  # the harness's max_tokens on every item
+
+
+def _context(engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path,
+             **batch: Any) -> Context:
+    config = make_config(max_prompts=2, prices_per_million=PRICES)
+    if batch:
+        config = config.model_copy(update={"batch": config.batch.model_copy(update=batch)})
+    return harness_context(engine, server, clock, tmp_path, config)
+
+
+def _enqueue_six(ctx: Context) -> None:
+    enqueue(ctx, {f"q{i}": f"question {i} [usage:10,5,0,0]" for i in range(6)}, job="capped")
+
+
+def _pair_worst_case(engine: Engine) -> Decimal:
+    """Two items' estimated prompt tokens at the input price plus 2 x max_tokens at the
+    output price (every item has the same estimate)."""
+    with read(engine) as conn:
+        estimates = set(conn.execute(text("SELECT est_tokens FROM items")).scalars())
+    assert len(estimates) == 1
+    return (Decimal(2 * estimates.pop()) * 1 + 2 * MAX_TOKENS * 2) / 1_000_000
+
+
+def _spent_and_in_flight(ctx: Context) -> tuple[Decimal, Decimal]:
+    with engine_snapshot(ctx.engine) as reader:
+        spend = spend_of(reader, PriceBook(ctx.config))
+        assert spend.spent is not None
+        return spend.spent, spend.in_flight
+
+
+def _run_until(ctx: Context, clock: ManualClock, limit: Decimal, done: Any,
+               max_ticks: int = 200) -> None:
+    """Tick until `done()`, checking after every tick that the cap holds."""
+    for _ in range(max_ticks):
+        run_steps_once(ctx)
+        spent, in_flight = _spent_and_in_flight(ctx)
+        assert spent <= limit, (spent, limit)
+        assert spent + in_flight <= limit, (spent, in_flight, limit)
+        if done():
+            return
+        clock.advance(1.0)
+    raise AssertionError(f"not done after {max_ticks} ticks: {items_by_status(ctx)}")
+
+
+def _waiting(ctx: Context) -> list[dict[str, Any]]:
+    with engine_snapshot(ctx.engine) as reader:
+        report = status_of(reader, ctx.now(), prices=PriceBook(ctx.config))
+    return report["budget"]["waiting"]
+
+
+def test_job_budget__the_cap_is_never_crossed_and_raising_it_resumes(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = _context(engine, server, clock, tmp_path)
+    _enqueue_six(ctx)
+    worst = _pair_worst_case(engine)
+    # One batch's worst case and one batch's real cost fit; a third batch never does.
+    limit = worst + Decimal("0.000041")
+    with write(engine) as conn:
+        set_job_budget(conn, "capped", limit, clock())
+
+    def stalled() -> bool:
+        return items_by_status(ctx) == {"succeeded": 4, "in_batch": 2} and bool(_waiting(ctx))
+
+    _run_until(ctx, clock, limit, stalled)
+    waiting = _waiting(ctx)
+    assert len(waiting) == 1 and waiting[0]["job"] == "capped"
+    assert "waiting for budget (job capped" in waiting[0]["reason"]
+    assert len(server.batches) == 2  # the third batch never reached the provider
+    spent, in_flight = _spent_and_in_flight(ctx)
+    assert (spent, in_flight) == (Decimal("0.00008"), Decimal(0))
+
+    with write(engine) as conn:
+        set_job_budget(conn, "capped", Decimal("1"), clock())
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 6}
+    assert _waiting(ctx) == []
+    with engine_snapshot(engine) as reader:
+        assert cost_report(reader, PriceBook(ctx.config))["total_usd"] == "0.00012"
+
+
+def test_config_budget__a_batch_whose_worst_case_cannot_fit_waits_and_says_why(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = _context(engine, server, clock, tmp_path, budget_usd=0.0001)
+    _enqueue_six(ctx)
+    assert _pair_worst_case(engine) > Decimal("0.0001")  # not even one batch fits
+    _run_until(ctx, clock, to_decimal(0.0001), lambda: len(_waiting(ctx)) == 3)
+    assert server.batches == {}
+    with engine_snapshot(engine) as reader:
+        report = status_of(reader, ctx.now(), prices=PriceBook(ctx.config),
+                           budget_limit=to_decimal(0.0001))
+    budget = report["budget"]
+    assert (budget["limit_usd"], budget["spent_usd"], budget["in_flight_usd"],
+            budget["waiting_batches"]) == ("0.0001", "0.00", "0.00", 3)
+    reason = budget["waiting"][0]["reason"]
+    assert "waiting for budget (batch.budget_usd $0.0001)" in reason
+    assert "this batch at most" in reason
+    assert report["jobs"]["capped"]["spent_usd"] == "0.00"
