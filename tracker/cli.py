@@ -304,11 +304,15 @@ def show(settings: Settings, ident: str, as_json: bool) -> None:
         tracker show sample-003
         tracker show batch_abc123 --json
     """
+    from tracker.pricing import PriceBook
     from tracker.store.details import batch_detail, item_detail
+    from tracker.store.reports import item_cost
 
     with settings.snapshot() as reader:
         details = {"item": item_detail(reader, ident), "batch": batch_detail(reader, ident)}
     found = {kind: detail for kind, detail in details.items() if detail is not None}
+    if "item" in found:
+        found["item"]["cost_usd"] = item_cost(found["item"], PriceBook(settings.config))
     if not found:
         raise BadInput(f"no item or batch has the id {ident!r}")
     if as_json:
@@ -345,9 +349,10 @@ def _item_lines(item: dict[str, Any]) -> list[str]:
         f"  job {item['job']}, provider {item['provider']}, model {item['model']}, "
         f"{item['attempts']} attempt(s), batch {batch}",
         f"  created {_when(item['created_at'])}, finished {_when(item['finished_at'])}",
-        f"  tokens: prompt {_n(item['prompt_tokens'])}, completion "
-        f"{_n(item['completion_tokens'])}, total {_n(item['total_tokens'])} (estimated "
-        f"prompt {item['est_tokens']})",
+        f"  tokens: prompt {_n(item['prompt_tokens'])} ({_n(item['cached_tokens'])} cached), "
+        f"completion {_n(item['completion_tokens'])} ({_n(item['reasoning_tokens'])} "
+        f"reasoning), total {_n(item['total_tokens'])} (estimated prompt {item['est_tokens']})",
+        f"  cost: {_n(item['cost_usd'])} USD",
     ]
     if item["output_text"] is not None:
         lines.append(f"  output: {item['output_text']}")

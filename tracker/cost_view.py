@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -25,13 +26,13 @@ def shown_usd(amount: str) -> str:
 
 
 def print_cost(report: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     table = Table(title=f"Spend by {report['by']}" + (f" (job {report['job']})"
                                                      if report["job"] else ""),
                   title_justify="left")
-    table.add_column(report["by"])
+    table.add_column(report["by"], no_wrap=True)
     for name in ("kind", "items", "prompt", "cached", "completion", "reasoning", "usd"):
-        table.add_column(name, justify="left" if name == "kind" else "right")
+        table.add_column(name, justify="left" if name == "kind" else "right", no_wrap=True)
     for row in report["rows"]:
         table.add_row(str(row["key"]), row["kind"], f"{row['items']:,}",
                       f"{row['prompt_tokens']:,}", f"{row['cached_tokens']:,}",

@@ -10,6 +10,7 @@ from tracker.store.reader import Reader
 _ITEM_FIELDS = (
     "id", "status", "status_reason", "provider", "model", "attempts", "free_attempts",
     "batch_id", "est_tokens", "prompt_tokens", "completion_tokens", "total_tokens",
+    "cached_tokens", "reasoning_tokens",
     "output_text", "error_message", "error_code", "error_status", "created_at", "updated_at",
     "finished_at", "not_before", "payload", "job", "metadata")
 _BATCH_FIELDS = (

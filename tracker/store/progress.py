@@ -2,9 +2,10 @@
 `tracker status` that need prices.
 
 Throughput is observed, not assumed: items finished since the job's first batch was sent,
-over the time since. The ETA is what is left at that rate (batch APIs finish in lumps, so it
-is a rough guide early on). The projection is what was billed plus what is left at the
-average billed cost of the results so far; None until one result is billed.
+over the time since (until the last one finished, once none is left). The ETA is what is
+left at that rate (batch APIs finish in lumps, so it is a rough guide early on). The
+projection is what was billed plus what is left at the average billed cost of the results so
+far; None until one result is billed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class _Line:
     billed_results: int = 0
     results_cost: Decimal | None = Decimal(0)
     first_sent: float | None = None
+    last_finished: float | None = None
 
     def add_cost(self, row: dict[str, Any], amount: Decimal | None) -> None:
         self.spent = None if amount is None or self.spent is None else self.spent + amount
@@ -48,8 +50,9 @@ class _Line:
         left = sum(self.counts.get(s, 0) for s in _LEFT)
         finished = sum(self.counts.get(s, 0) for s in _FINISHED)
         rate = None
-        if finished and self.first_sent is not None and now > self.first_sent:
-            rate = finished / (now - self.first_sent)
+        until = now if left or self.last_finished is None else self.last_finished
+        if finished and self.first_sent is not None and until > self.first_sent:
+            rate = finished / (until - self.first_sent)
         eta = 0.0 if left == 0 else (round(left / rate, 1) if rate else None)
         projected: Decimal | None = None
         if self.spent is not None:
@@ -57,11 +60,11 @@ class _Line:
                 projected = self.spent
             elif self.billed_results and self.results_cost is not None:
                 with localcontext(AVERAGE):
-                    projected = self.spent + self.results_cost * left / self.billed_results
+                    projected = (self.spent + self.results_cost * left
+                                 / self.billed_results).quantize(Decimal("0.000001"))
         return {"items": {s.value: self.counts.get(s.value, 0) for s in ItemStatus},
                 "spent_usd": usd_text(self.spent),
-                "projected_usd": None if projected is None else usd_text(
-                    projected.quantize(Decimal("0.000001"))),
+                "projected_usd": None if projected is None else usd_text(projected),
                 "eta_seconds": eta,
                 "items_per_hour": None if rate is None else round(rate * 3600, 1)}
 
@@ -71,10 +74,12 @@ def jobs_report(reader: Reader, now: float, prices: PriceBook,
     """Per job: its models' summaries under "models", and their sums."""
     of_job = "WHERE job = :job" if job is not None else ""
     lines: dict[tuple[str, str], _Line] = {}
-    for row in reader.rows(f"SELECT job, model, status, count(*) AS n FROM items {of_job} "
-                           "GROUP BY job, model, status", {"job": job}):
+    for row in reader.rows(f"SELECT job, model, status, count(*) AS n, max(finished_at) AS last "
+                           f"FROM items {of_job} GROUP BY job, model, status", {"job": job}):
         line = lines.setdefault((row["job"], row["model"]), _Line({}))
         line.counts[row["status"]] = int(row["n"])
+        if row["last"] is not None:
+            line.last_finished = max(float(row["last"]), line.last_finished or 0.0)
     for row in reader.rows(f"SELECT job, model, min(submitted_at) AS first FROM batches "
                            f"{of_job} GROUP BY job, model", {"job": job}):
         if (row["job"], row["model"]) in lines and row["first"] is not None:

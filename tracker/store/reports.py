@@ -124,11 +124,13 @@ def results_of(reader: Reader, status: ItemStatus | None = None, job: str | None
             {"status": None if status is None else str(status), "job": job}):
         if record["metadata"] is not None:
             record["metadata"] = json.loads(record["metadata"])
-        record["cost_usd"] = _item_cost(record, prices)
+        record["cost_usd"] = item_cost(record, prices)
         yield record
 
 
-def _item_cost(record: dict[str, Any], prices: PriceBook | None) -> str | None:
+def item_cost(record: dict[str, Any], prices: PriceBook | None) -> str | None:
+    """What an item's result cost (a decimal string; "unknown" without a price; None for an
+    item with no result)."""
     if record["status"] != ItemStatus.SUCCEEDED.value:
         return None
     price = prices.price(record["provider"], record["model"]) if prices else None

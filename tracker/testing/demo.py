@@ -248,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             _tracker(env, "run", "--until-idle", "--poll-interval", "0.2")
         _tracker(env, "status")
+        _tracker(env, "cost", "--by", "model")
+        _tracker(env, "show", "sample-007")
         out = _tracker(env, "results", capture=True)
         print(f"{'id':<12} {'status':<10} {'tries':>5}  output or error")
         for line in out.splitlines():
