@@ -200,7 +200,7 @@ class Daemon:
         from tracker.store.reader import engine_snapshot
 
         engine = self.ctx.engine
-        metrics = Metrics(lambda: engine_snapshot(engine))
+        metrics = Metrics(lambda: engine_snapshot(engine), self.ctx.config)
         self.ctx.report_to(metrics.count_error, metrics.count_call)
         host, port = self.metrics_address
         server = serve(metrics, host, port, self.health)

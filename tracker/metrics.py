@@ -20,17 +20,26 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from tracker.costs import row_cost
 from tracker.errors import TrackerError
+from tracker.pricing import PriceBook, to_decimal
+from tracker.store.ledger import usage_by
+from tracker.store.progress import budget_report
 from tracker.store.reports import status_of
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
+    from tracker.config import TrackerConfig
+
 class _DatabaseCollector(Collector):
     """Reads the totals from the database at each scrape."""
 
-    def __init__(self, snapshot: Callable[[], Any]) -> None:
+    def __init__(self, snapshot: Callable[[], Any], config: TrackerConfig) -> None:
         self._snapshot = snapshot
+        self._prices = PriceBook(config)
+        limit = config.batch.budget_usd
+        self._budget_limit = None if limit is None else to_decimal(limit)
 
     def collect(self) -> Iterator[Metric]:
         items = GaugeMetricFamily("tracker_items", "Items by status.", labels=["status"])
@@ -54,13 +63,62 @@ class _DatabaseCollector(Collector):
                 for kind in ("prompt", "completion"):
                     tokens.add_metric([row["provider"], row["model"], kind],
                                       float(row[kind] or 0))
+            yield from self._per_job(reader)
         yield from (items, batches, tokens, files)
+
+    def _per_job(self, reader: Any) -> Iterator[Metric]:
+        """Items and batches by job, and the spend: billed tokens and dollars (from the
+        ledger; a model without a price has no dollar series: its lines are counted in
+        tracker_unpriced_lines), the budget and what it holds."""
+        items = GaugeMetricFamily("tracker_job_items", "Items by job and status.",
+                                  labels=["job", "status"])
+        for row in reader.rows("SELECT job, status, count(*) AS n FROM items "
+                               "GROUP BY job, status"):
+            items.add_metric([row["job"], row["status"]], float(row["n"]))
+        batches = GaugeMetricFamily("tracker_job_batches", "Batches by job and status.",
+                                    labels=["job", "status"])
+        for row in reader.rows("SELECT job, status, count(*) AS n FROM batches "
+                               "GROUP BY job, status"):
+            batches.add_metric([row["job"], row["status"]], float(row["n"]))
+        tokens = CounterMetricFamily(
+            "tracker_billed_tokens", "Tokens of the lines providers billed, by job, model, "
+            "kind (result or waste: duplicate batches) and token type.",
+            labels=["job", "model", "kind", "type"])
+        spent = CounterMetricFamily(
+            "tracker_spent_usd", "US dollars billed, at the configured batch prices, by job, "
+            "model and kind (result or waste).", labels=["job", "model", "kind"])
+        unpriced = CounterMetricFamily(
+            "tracker_unpriced_lines", "Billed lines whose cost is unknown (no price for the "
+            "model, or no usage on the line).", labels=["job", "model"])
+        for row in usage_by(reader, "job"):
+            labels = [str(row["key"]), row["model"], row["kind"]]
+            for kind in ("prompt", "cached", "completion", "reasoning"):
+                tokens.add_metric([*labels, kind], float(row[f"{kind}_tokens"] or 0))
+            amount = row_cost(row, self._prices)
+            if amount is None:
+                unpriced.add_metric(labels[:2], float(row["items"]))
+            else:
+                spent.add_metric(labels, float(amount))
+        budget = budget_report(reader, self._prices, self._budget_limit)
+        in_flight = GaugeMetricFamily("tracker_budget_in_flight_usd", "The worst case held "
+                                      "for batches sent and not yet closed.")
+        in_flight.add_metric([], float(budget["in_flight_usd"]))
+        waiting = GaugeMetricFamily("tracker_batches_waiting_for_budget",
+                                    "Batches that wait because they do not fit a budget.")
+        waiting.add_metric([], float(budget["waiting_batches"]))
+        limits = GaugeMetricFamily("tracker_budget_limit_usd", "Spending limits: the "
+                                   "database's (job=\"\") and each job's.", labels=["job"])
+        if budget["limit_usd"] is not None:
+            limits.add_metric([""], float(budget["limit_usd"]))
+        for job, limit in budget["jobs"].items():
+            limits.add_metric([job], float(limit))
+        yield from (items, batches, tokens, spent, unpriced, in_flight, waiting, limits)
 
 
 class Metrics:
     """The daemon's metrics, in a registry of its own."""
 
-    def __init__(self, snapshot: Callable[[], Any]) -> None:
+    def __init__(self, snapshot: Callable[[], Any], config: TrackerConfig) -> None:
         self.registry = CollectorRegistry()
         self.step_errors = Counter(
             "tracker_step_errors", "Failures met by the daemon's steps, by step and kind (a "
@@ -70,7 +128,7 @@ class Metrics:
             "tracker_provider_calls", "HTTP calls to providers, by provider, endpoint and "
             "outcome (the HTTP status, or connection_error).",
             ["provider", "endpoint", "outcome"], registry=self.registry)
-        self.registry.register(_DatabaseCollector(snapshot))
+        self.registry.register(_DatabaseCollector(snapshot, config))
 
     def count_error(self, step: str, kind: str) -> None:
         self.step_errors.labels(step, kind).inc()

@@ -6,15 +6,19 @@ from __future__ import annotations
 import socket
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 
+from tests.integration.daemon_harness import MODEL, drive, enqueue, make_config, make_context
 from tests.integration.test_crash import Tracker, _poll_until, _wait, running, stop_cleanly
 from tracker.metrics import Metrics, serve
-from tracker.store.engine import make_engine, migrate
+from tracker.store.engine import make_engine, migrate, write
 from tracker.store.reader import engine_snapshot
-from tracker.testing.fake_openai import FakeOpenAI, Fault
+from tracker.store.spend import set_job_budget
+from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 
 def _free_port() -> int:
@@ -70,7 +74,7 @@ def test_metrics__scraped_during_a_run(tmp_path: Path, db_url: str) -> None:
 def test_healthz__503_with_the_reason_when_unhealthy(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 't.db'}")
     migrate(engine)
-    metrics = Metrics(lambda: engine_snapshot(engine))
+    metrics = Metrics(lambda: engine_snapshot(engine), make_config())
     served = serve(metrics, "127.0.0.1", 0, lambda: (False, "no heartbeat for 40s"))
     try:
         assert _get(f"http://127.0.0.1:{served.port}/healthz") == (
@@ -80,6 +84,34 @@ def test_healthz__503_with_the_reason_when_unhealthy(tmp_path: Path) -> None:
     finally:
         served.stop()
         engine.dispose()
+
+
+def test_metrics__jobs_spend_and_budget_from_the_database(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    config = make_config(max_prompts=10, prices_per_million={"input": 1, "output": 2})
+    ctx = make_context(engine, server, clock, tmp_path, config)
+    enqueue(ctx, {"a": "one [usage:100,10,0,0]", "b": "two [usage:200,20,0,3]"}, job="alpha")
+    enqueue(ctx, {"c": "three [usage:1,1,0,0]"}, job="beta")
+    drive(ctx, clock)
+    with write(engine) as conn:
+        set_job_budget(conn, "alpha", Decimal("5"), clock())
+    served = serve(Metrics(lambda: engine_snapshot(engine), config), "127.0.0.1", 0,
+                   lambda: (True, "test"))
+    try:
+        samples = _samples(_get(f"http://127.0.0.1:{served.port}/metrics")[1])
+    finally:
+        served.stop()
+    assert samples[("tracker_job_items", (("job", "alpha"), ("status", "succeeded")))] == 2
+    assert samples[("tracker_job_batches", (("job", "beta"), ("status", "ingested")))] == 1
+    # alpha: (300 x 1 + 30 x 2) millionths; beta: (1 + 2) millionths
+    assert samples[("tracker_spent_usd_total", (("job", "alpha"), ("kind", "result"),
+                                                ("model", MODEL)))] == 0.00036
+    assert samples[("tracker_spent_usd_total", (("job", "beta"), ("kind", "result"),
+                                                ("model", MODEL)))] == 0.000003
+    assert samples[("tracker_billed_tokens_total", (("job", "alpha"), ("kind", "result"),
+                                                    ("model", MODEL), ("type", "reasoning")))] == 3
+    assert samples[("tracker_budget_limit_usd", (("job", "alpha"),))] == 5
+    assert samples[("tracker_batches_waiting_for_budget", ())] == 0
 
 
 def test_metrics_port_in_use__one_line_error(tmp_path: Path) -> None:
