@@ -184,6 +184,11 @@ class Daemon:
 
     def _check_idle(self) -> None:
         if self.until_idle and is_idle(self.ctx):
+            waiting = reports.waiting_for_budget(self.ctx.engine)
+            if waiting:
+                log.warning("idle: %d batch(es) wait for budget (tracker status says why); "
+                            "raise it (tracker budget JOB USD, or batch.budget_usd) and run "
+                            "again", waiting)
             log.info("idle: nothing queued, in flight or open; exiting")
             self.stop_event.set()
 

@@ -15,7 +15,7 @@ from tests.integration.daemon_harness import drive, enqueue, items_by_status, ma
 from tests.integration.daemon_harness import make_context as harness_context
 from tracker.context import Context
 from tracker.costs import cost_report
-from tracker.daemon import run_steps_once
+from tracker.daemon import is_idle, run_steps_once
 from tracker.pricing import PriceBook, to_decimal
 from tracker.store.engine import read, write
 from tracker.store.reader import engine_snapshot
@@ -94,6 +94,7 @@ def test_job_budget__the_cap_is_never_crossed_and_raising_it_resumes(
     assert len(waiting) == 1 and waiting[0]["job"] == "capped"
     assert "waiting for budget (job capped" in waiting[0]["reason"]
     assert len(server.batches) == 2  # the third batch never reached the provider
+    assert is_idle(ctx)  # `run --until-idle` exits: only a raised budget changes anything
     spent, in_flight = _spent_and_in_flight(ctx)
     assert (spent, in_flight) == (Decimal("0.00008"), Decimal(0))
 
@@ -113,6 +114,7 @@ def test_config_budget__a_batch_whose_worst_case_cannot_fit_waits_and_says_why(
     assert _pair_worst_case(engine) > Decimal("0.0001")  # not even one batch fits
     _run_until(ctx, clock, to_decimal(0.0001), lambda: len(_waiting(ctx)) == 3)
     assert server.batches == {}
+    assert is_idle(ctx)
     with engine_snapshot(engine) as reader:
         report = status_of(reader, ctx.now(), prices=PriceBook(ctx.config),
                            budget_limit=to_decimal(0.0001))

@@ -35,8 +35,6 @@ def _in(statuses: Iterable[StrEnum]) -> str:
 
 
 _OPEN = _in(OPEN_BATCH)
-#: Items a worker still has to do something about.
-_UNFINISHED_ITEMS = _in((ItemStatus.QUEUED, ItemStatus.IN_BATCH))
 
 
 def status_of(reader: Reader, now: float, job: str | None = None, *,
@@ -145,12 +143,26 @@ def status_report(engine: Engine, now: float) -> dict[str, Any]:
         return status_of(reader, now)
 
 
+#: Batches that wait for budget: only a person raising it lets them go.
+_WAITING_FOR_BUDGET = "status = 'pending' AND budget_wait IS NOT NULL"
+
+
 def is_idle(engine: Engine, now: float) -> bool:
     """No item waiting or in flight, no batch open (for any worker), and no provider file
-    due for deletion (one whose deletes fail and wait for a later try does not count)."""
+    due for deletion (one whose deletes fail and wait for a later try does not count).
+    Batches that wait for budget, and their items, do not count either: nothing changes
+    for them until someone raises the budget."""
     with engine_snapshot(engine) as reader:
         return not reader.scalar(
-            f"SELECT EXISTS (SELECT 1 FROM items WHERE status IN {_UNFINISHED_ITEMS}) "
-            f"OR EXISTS (SELECT 1 FROM batches WHERE status IN {_OPEN}) "
+            "SELECT EXISTS (SELECT 1 FROM items WHERE status = 'queued') "
+            "OR EXISTS (SELECT 1 FROM items WHERE status = 'in_batch' AND batch_id NOT IN "
+            f"(SELECT id FROM batches WHERE {_WAITING_FOR_BUDGET})) "
+            f"OR EXISTS (SELECT 1 FROM batches WHERE status IN {_OPEN} "
+            f"AND NOT ({_WAITING_FOR_BUDGET})) "
             "OR EXISTS (SELECT 1 FROM file_deletions WHERE deleted_at IS NULL "
             "AND due_at <= :now)", {"now": now})
+
+
+def waiting_for_budget(engine: Engine) -> int:
+    with engine_snapshot(engine) as reader:
+        return int(reader.scalar(f"SELECT count(*) FROM batches WHERE {_WAITING_FOR_BUDGET}"))
