@@ -31,7 +31,7 @@ from tracker.errors import LeaseLost
 from tracker.steps import ingest, pack, poll, submit
 from tracker.steps.delete_files import delete_files
 from tracker.store import lease as leases
-from tracker.store import reports, workers
+from tracker.store import reports, spend, workers
 from tracker.store.engine import is_postgresql, write
 
 
@@ -165,6 +165,8 @@ class Daemon:
             self.ctx.lease_token = self.lease.token
         self.ctx.lease_clock_from_database = True
         self.ctx.worker = workers.register(engine, None, self.lease_ttl)
+        with write(engine) as conn:
+            spend.recheck_waiting(conn, now)  # the config's budget may have been raised
         if self.lease is not None:
             with write(engine) as conn:
                 workers.remove_others(conn, self.ctx.worker)

@@ -175,6 +175,10 @@ class ItemInserter:
             "INSERT INTO jobs (name, budget_usd, created_at, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (name) DO UPDATE SET budget_usd = excluded.budget_usd, "
             "updated_at = excluded.updated_at"), (job, str(budget_usd), now, now))
+        self._cur.execute(self._sql(  # the job's batches that wait for budget: check again
+            "UPDATE batches SET budget_wait = NULL, next_action_at = ?, updated_at = ? "
+            "WHERE status = 'pending' AND budget_wait IS NOT NULL AND job = ?"),
+            (now, now, job))
 
     def existing(self, item_id: str) -> tuple[tuple[str, str, str, str, str | None], float] | None:
         """`((provider, model, payload, job, metadata), created_at)` of a stored item."""

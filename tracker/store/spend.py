@@ -81,6 +81,17 @@ def set_job_budget(conn: Connection, job: str, budget_usd: Decimal | None, now: 
         "VALUES (:job, :usd, :now, :now) ON CONFLICT (name) DO UPDATE "
         "SET budget_usd = excluded.budget_usd, updated_at = excluded.updated_at"),
         {"job": job, "usd": None if budget_usd is None else str(budget_usd), "now": now})
+    recheck_waiting(conn, now, job)
+
+
+def recheck_waiting(conn: Connection, now: float, job: str | None = None) -> None:
+    """A budget changed (or may have: a worker starts with a config read anew): the batches
+    waiting for it are due for another check at once, and count as work again."""
+    of_job = "AND job = :job" if job is not None else ""
+    conn.execute(_sql(
+        "UPDATE batches SET budget_wait = NULL, next_action_at = :now, updated_at = :now "
+        f"WHERE status = 'pending' AND budget_wait IS NOT NULL {of_job}"),
+        {"now": now, "job": job})
 
 
 def lock_budgets(conn: Connection) -> None:
