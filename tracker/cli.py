@@ -381,6 +381,12 @@ def _batch_lines(batch: dict[str, Any]) -> list[str]:
         f"  created {_when(batch['created_at'])}, submitted {_when(batch['submitted_at'])}, "
         f"ended {_when(batch['ended_at'])}, ingested {_when(batch['ingested_at'])}",
     ]
+    if batch["job"]:
+        lines.insert(1, f"  job {batch['job']}")
+    if batch["budget_wait"]:
+        lines.append(f"  {batch['budget_wait']}")
+    elif batch["budget_hold_usd"] is not None:
+        lines.append(f"  holds up to {batch['budget_hold_usd']} USD of the budget")
     if batch["duplicate_of"]:
         lines.append(f"  duplicate of {batch['duplicate_of']} (results discarded)")
     if batch["last_error"]:

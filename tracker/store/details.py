@@ -19,7 +19,7 @@ _BATCH_FIELDS = (
     "est_tokens", "request_total", "request_completed", "request_failed", "succeeded_count",
     "failed_count", "requeued_count", "cancelled_count", "create_attempts", "duplicate_of",
     "cancel_requested", "last_error", "batch_errors", "created_at", "submitted_at",
-    "ended_at", "ingested_at", "claimed_by")
+    "ended_at", "ingested_at", "claimed_by", "job", "budget_hold_usd", "budget_wait")
 
 
 def _history(reader: Reader, entity: str, entity_id: str) -> list[dict[str, Any]]:
