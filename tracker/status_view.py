@@ -306,9 +306,10 @@ def housekeeping_lines(report: Mapping[str, Any]) -> list[Text]:
     lines = [Text(f"batches: {_counts(report.get('batches', {}))}"),
              Text(f"oldest open batch: {'none' if age is None else duration(age) + ' old'}")]
     workers = report.get("workers", [])
-    lines.append(Text(f"workers: {len(workers) or 'none running'}" + "".join(
-        f"; pid {w['pid']} on {w['host']} (heartbeat {duration(w['heartbeat_age_seconds'])} "
-        f"ago, {w['claimed_batches']} open batch(es) claimed)" for w in workers)))
+    lines.append(Text(f"workers: {len(workers) or 'none running'}"))
+    lines.extend(Text(f"  pid {w['pid']} on {w['host']}: heartbeat "
+                      f"{duration(w['heartbeat_age_seconds'])} ago, {w['claimed_batches']} open "
+                      "batch(es) claimed") for w in workers)
     daemon = report.get("daemon")
     if daemon is not None:
         lines.append(Text(f"daemon lease: pid {daemon['pid']} on {daemon['host']} (heartbeat "

@@ -151,7 +151,7 @@ def test_render__problems_workers_and_files_stay_visible() -> None:
     assert ("PAUSED openai: insufficient_quota: pay up (since 1m 30s ago, next probe in 30s)"
             in text)
     assert "batch tb_x (pending): HTTP 500 (next try in 12s)" in text
-    assert "workers: 1; pid 42 on box (heartbeat 2s ago, 3 open batch(es) claimed)" in text
+    assert "workers: 1\n  pid 42 on box: heartbeat 2s ago, 3 open batch(es) claimed\n" in text
     assert "provider files to delete: 4 (1 failing: HTTP 503)" in text
 
 
