@@ -55,6 +55,7 @@ def _heavy(loaded: set[str], forbidden: set[str]) -> list[str]:
 @pytest.mark.parametrize(("args", "forbidden"), [
     pytest.param(["--help"], PROVIDER | CONFIG | TABLES | DATABASE, id="help"),
     pytest.param(["status", "--json"], PROVIDER | CONFIG | TABLES | {"pydantic"}, id="status"),
+    pytest.param(["status"], PROVIDER | CONFIG | TABLES | {"pydantic"}, id="status-drawn"),
     pytest.param(["results"], PROVIDER | CONFIG | TABLES | {"pydantic"}, id="results"),
     pytest.param(["init"], PROVIDER | CONFIG | TABLES | {"pydantic"}, id="init"),
     pytest.param(["retry"], PROVIDER | CONFIG | TABLES | {"pydantic"}, id="retry"),

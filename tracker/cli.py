@@ -173,12 +173,13 @@ def enqueue(settings: Settings, file: str, model: str | None, provider: str,
         tracker enqueue prompts.jsonl --model gpt-5-mini
     """
     from tracker.enqueue import check_budget, enqueue_stream, job_name_for
+    from tracker.enqueue_progress import progress_on_terminal
     from tracker.store.sqlite_file import current_file
 
     budget = None if budget_usd is None else check_budget(budget_usd)
     config = settings.config
     database = current_file(settings.db_url) or settings.engine
-    with _open_input(file) as (stream, name):
+    with _open_input(file) as (raw, name), progress_on_terminal(raw, name) as stream:
         result = enqueue_stream(database, stream, name, config, provider=provider,
                                 default_model=model, job=job or job_name_for(file),
                                 budget_usd=budget, now=time.time())
@@ -236,57 +237,46 @@ def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: f
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--job", default=None, help="Only this job's items and batches.")
+@click.option("--watch", is_flag=True, help="Read and redraw every --interval seconds until "
+                                            "Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between redraws with --watch.")
 @pass_settings
 @expected_errors
-def status(settings: Settings, as_json: bool, job: str | None) -> None:
-    """Item and batch counts by status (per job too), the oldest open batch, and any
-    problems; with --job, that job's items and the batches holding them.
+def status(settings: Settings, as_json: bool, job: str | None, watch: bool,
+           interval: float) -> None:
+    """Progress of each job and model (items by status, rate, ETA, spend), open batches,
+    budget, and any problems; with --job, that job's items and the batches holding them.
 
     Example:
 
     \b
         tracker status --json
-        tracker status --job evals-2026-11
+        tracker status --job evals-2026-11 --watch
     """
     from tracker.pricing import PriceBook, to_decimal
     from tracker.store.reports import status_of
 
+    if as_json and watch:
+        raise BadInput("--watch draws the view; it does not go with --json")
     config = settings.config
-    limit = config.batch.budget_usd
-    with settings.snapshot() as reader:
-        report = status_of(reader, time.time(), job, prices=PriceBook(config),
-                           budget_limit=None if limit is None else to_decimal(limit))
+    prices = PriceBook(config)
+    limit = None if config.batch.budget_usd is None else to_decimal(config.batch.budget_usd)
+
+    def read() -> dict[str, Any]:
+        with settings.snapshot() as reader:
+            return status_of(reader, time.time(), job, prices=prices, budget_limit=limit)
+
     if as_json:
-        click.echo(json.dumps(report))
+        click.echo(json.dumps(read()))
         return
-    click.echo("items:   " + _counts(report["items"]))
-    if len(report["jobs"]) > 1 or job is not None:
-        for name, counts in report["jobs"].items():
-            click.echo(f"  job {name}: " + _counts(counts["items"]))
-    click.echo("batches: " + _counts(report["batches"]))
-    age = report["oldest_open_batch_age_seconds"]
-    click.echo(f"oldest open batch: {'none' if age is None else f'{age:.0f}s old'}")
-    live = report["workers"]
-    click.echo(f"workers: {len(live) or 'none running'}")
-    for worker in live:
-        click.echo(f"  pid {worker['pid']} on {worker['host']}: heartbeat "
-                   f"{worker['heartbeat_age_seconds']:.0f}s ago, "
-                   f"{worker['claimed_batches']} open batch(es) claimed")
-    files = report["provider_files_to_delete"]
-    if files["pending"]:
-        failing = (f" ({files['failing']} failing: {files['last_error']})"
-                   if files["failing"] else "")
-        click.echo(f"provider files to delete: {files['pending']}{failing}")
-    for paused in report["paused_providers"]:
-        click.echo(f"PAUSED {paused['provider']}: {paused['reason']}")
-    for error in report["batch_errors"]:
-        wait = error["next_try_in_seconds"]
-        when = f" (next try in {wait:.0f}s)" if wait else ""
-        click.echo(f"batch {error['id']} ({error['status']}): {error['last_error']}{when}")
+    from tracker.status_view import render, stdout_console
+    from tracker.status_view import watch as watch_status
 
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in counts.items())
+    if watch:
+        watch_status(read, interval, stdout_console())
+    else:
+        stdout_console().print(render(read()))
 
 
 @cli.command()
