@@ -182,9 +182,9 @@ def jobs_table(jobs: Mapping[str, Mapping[str, Any]]) -> Table:
     rows = job_rows(jobs)
     columns = Columns.of(jobs, rows)
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
-    table.add_column("job", overflow="fold", min_width=8)
+    table.add_column("job", no_wrap=True, max_width=24)
     if columns.models:
-        table.add_column("model", overflow="fold", min_width=8)
+        table.add_column("model", no_wrap=True, max_width=20)
     table.add_column("done", no_wrap=True)
     for _, heading in columns.statuses:
         table.add_column(heading, justify="right")
@@ -233,9 +233,9 @@ def open_batches_table(batches: Sequence[Mapping[str, Any]]) -> Table:
     table = Table(title="open batches, oldest first", title_justify="left",
                   box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     table.add_column("batch", no_wrap=True)
-    table.add_column("provider id", overflow="fold", min_width=10)
-    table.add_column("job", overflow="fold", min_width=8)
-    table.add_column("model", overflow="fold", min_width=8)
+    table.add_column("provider id", no_wrap=True, max_width=16)
+    table.add_column("job", no_wrap=True, max_width=20)
+    table.add_column("model", no_wrap=True, max_width=16)
     table.add_column("status", overflow="fold", min_width=9)
     table.add_column("items", justify="right")
     table.add_column("done", justify="right")
