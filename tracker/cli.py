@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from tracker.config import TrackerConfig
     from tracker.context import Context
+    from tracker.pricing import PriceBook
     from tracker.store.reader import Reader
 
 #: `tracker.store.engine.DEFAULT_DB_URL`, repeated so `--help` need not import SQLAlchemy.
@@ -57,6 +58,19 @@ class Settings:
 
             self._config = load_config(self.config_path or default_config_path())
         return self._config
+
+    @property
+    def prices(self) -> PriceBook:
+        """The config's prices and budget; read without validating the whole config when it
+        has not been loaded (the reporting commands start faster)."""
+        from tracker.pricing import PriceBook
+
+        if self._config is not None:
+            return PriceBook(self._config)
+        from tracker.config_path import default_config_path
+
+        return PriceBook.read(Path(self.config_path) if self.config_path
+                              else default_config_path())
 
     @property
     def engine(self) -> Engine:
@@ -254,18 +268,16 @@ def status(settings: Settings, as_json: bool, job: str | None, watch: bool,
         tracker status --json
         tracker status --job evals-2026-11 --watch
     """
-    from tracker.pricing import PriceBook, to_decimal
     from tracker.store.reports import status_of
 
     if as_json and watch:
         raise BadInput("--watch draws the view; it does not go with --json")
-    config = settings.config
-    prices = PriceBook(config)
-    limit = None if config.batch.budget_usd is None else to_decimal(config.batch.budget_usd)
+    prices = settings.prices
 
     def read() -> dict[str, Any]:
         with settings.snapshot() as reader:
-            return status_of(reader, time.time(), job, prices=prices, budget_limit=limit)
+            return status_of(reader, time.time(), job, prices=prices,
+                             budget_limit=prices.budget_usd)
 
     if as_json:
         click.echo(json.dumps(read()))
@@ -294,7 +306,6 @@ def show(settings: Settings, ident: str, as_json: bool) -> None:
         tracker show sample-003
         tracker show batch_abc123 --json
     """
-    from tracker.pricing import PriceBook
     from tracker.store.details import batch_detail, item_detail
     from tracker.store.reports import item_cost
 
@@ -302,7 +313,7 @@ def show(settings: Settings, ident: str, as_json: bool) -> None:
         details = {"item": item_detail(reader, ident), "batch": batch_detail(reader, ident)}
     found = {kind: detail for kind, detail in details.items() if detail is not None}
     if "item" in found:
-        found["item"]["cost_usd"] = item_cost(found["item"], PriceBook(settings.config))
+        found["item"]["cost_usd"] = item_cost(found["item"], settings.prices)
     if not found:
         raise BadInput(f"no item or batch has the id {ident!r}")
     if as_json:
@@ -408,10 +419,9 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
     \b
         tracker results --status succeeded --format csv -o results.csv
     """
-    from tracker.pricing import PriceBook
     from tracker.store.reports import RESULT_FIELDS, results_of
 
-    prices = PriceBook(settings.config)
+    prices = settings.prices
     with settings.snapshot() as reader, \
             click.open_file(output or "-", "w", encoding="utf-8") as out:
         records = results_of(reader, None if item_status is None else ItemStatus(item_status),
@@ -446,10 +456,9 @@ def cost(settings: Settings, job: str | None, by: str, as_json: bool) -> None:
         tracker cost --job evals-2026-11 --by day --json
     """
     from tracker.costs import cost_report
-    from tracker.pricing import PriceBook
 
     with settings.snapshot() as reader:
-        report = cost_report(reader, PriceBook(settings.config), by=by, job=job)
+        report = cost_report(reader, settings.prices, by=by, job=job)
     if as_json:
         click.echo(json.dumps(report))
         return

@@ -14,10 +14,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tracker.config_path import LOCAL_CONFIG, PACKAGED_CONFIG, default_config_path
 from tracker.errors import ConfigError
 
-PACKAGED_CONFIG = Path(__file__).resolve().parent / "config" / "llm_config.yaml"
-LOCAL_CONFIG = Path("llm_config.yaml")
+__all__ = ["LOCAL_CONFIG", "PACKAGED_CONFIG", "TrackerConfig", "default_config_path",
+           "load_config"]
 
 
 class _Strict(BaseModel):
@@ -108,14 +109,6 @@ class TrackerConfig(_Strict):
                 f"{self.source}: provider {name!r} is not configured under batch.providers "
                 f"(configured: {', '.join(sorted(self.batch.providers)) or 'none'})"
             ) from None
-
-
-def default_config_path() -> Path:
-    """`$TRACKER_CONFIG`, else `./llm_config.yaml` if it exists, else the packaged default."""
-    env = os.environ.get("TRACKER_CONFIG")
-    if env:
-        return Path(env)
-    return LOCAL_CONFIG if LOCAL_CONFIG.exists() else PACKAGED_CONFIG
 
 
 def _key_path(loc: Sequence[int | str]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tracker.config import ModelConfig, TrackerConfig
+    from tracker.config import TrackerConfig
 
 PACKAGED_PRICES = Path(__file__).resolve().parent / "config" / "prices.yaml"
 UNKNOWN = "unknown"
@@ -79,13 +79,44 @@ class ModelLimits:
     max_output_tokens: int | None
 
 
+#: Per (provider, model): its `prices_per_million` dict and `max_output_tokens`, as configured.
+ConfiguredModels = dict[tuple[str, str], dict[str, Any]]
+
+
 class PriceBook:
     """Prices and output caps of every configured model (config first, then the packaged
-    table; the packaged table holds OpenAI's models, so it serves the `openai` provider)."""
+    table; the packaged table holds OpenAI's models, so it serves the `openai` provider), and
+    the config's `batch.budget_usd`."""
 
     def __init__(self, config: TrackerConfig) -> None:
-        self._config = config
+        limit = config.batch.budget_usd
+        self._init({(provider, m.name): {
+            "prices_per_million": m.prices_per_million.model_dump()
+            if m.prices_per_million else None, "max_output_tokens": m.max_output_tokens}
+            for provider, section in config.providers.items() for m in section.models},
+            None if limit is None else to_decimal(limit))
+
+    def _init(self, configured: ConfiguredModels, budget_usd: Decimal | None) -> None:
+        self._configured = configured
+        self.budget_usd = budget_usd
         self._found: dict[tuple[str, str], ModelLimits] = {}
+
+    @classmethod
+    def read(cls, path: Path) -> PriceBook:
+        """The prices of a config file, read without validating the rest of it (the commands
+        that only report start faster without pydantic); a file whose price keys are not
+        plainly well-formed is loaded and validated in full instead, which names the fault."""
+        import yaml
+
+        try:
+            book = cls.__new__(cls)
+            book._init(*_price_keys(yaml.safe_load(path.read_text(encoding="utf-8"))))
+            return book
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, TypeError,
+                KeyError, AttributeError):
+            from tracker.config import load_config
+
+            return cls(load_config(path))
 
     def limits(self, provider: str, model: str) -> ModelLimits:
         key = (provider, model)
@@ -97,15 +128,38 @@ class PriceBook:
         return self.limits(provider, model).price
 
     def _look_up(self, provider: str, model: str) -> ModelLimits:
-        section = self._config.providers.get(provider)
-        configured: ModelConfig | None = section.model(model) if section else None
+        configured = self._configured.get((provider, model), {})
         packaged = packaged_table().get(model, {}) if provider == "openai" else {}
-        price = _price(configured.prices_per_million.model_dump()
-                       if configured and configured.prices_per_million
-                       else packaged.get("prices_per_million"))
-        cap = (configured.max_output_tokens if configured and configured.max_output_tokens
-               else packaged.get("max_output_tokens"))
+        price = _price(configured.get("prices_per_million")
+                       or packaged.get("prices_per_million"))
+        cap = configured.get("max_output_tokens") or packaged.get("max_output_tokens")
         return ModelLimits(price, cap if isinstance(cap, int) else None)
+
+
+def _number(value: Any, *, whole: bool = False) -> Any:
+    """`value` if it is a plain non-negative number (ValueError otherwise)."""
+    kinds: tuple[type, ...] = (int,) if whole else (int, float)
+    if type(value) not in kinds or value < 0:
+        raise ValueError(value)
+    return value
+
+
+def _price_keys(data: Any) -> tuple[ConfiguredModels, Decimal | None]:
+    batch = data["batch"]
+    configured: ConfiguredModels = {}
+    for provider, section in batch["providers"].items():
+        for model in (section or {}).get("models") or []:
+            prices = model.get("prices_per_million")
+            if prices is not None:
+                prices = {key: _number(prices[key]) for key in ("input", "output")} | (
+                    {"cached_input": _number(prices["cached_input"])}
+                    if prices.get("cached_input") is not None else {})
+            cap = model.get("max_output_tokens")
+            configured[(str(provider), str(model["name"]))] = {
+                "prices_per_million": prices,
+                "max_output_tokens": None if cap is None else _number(cap, whole=True)}
+    limit = batch.get("budget_usd")
+    return configured, None if limit is None else to_decimal(_number(limit))
 
 
 def _price(entry: dict[str, Any] | None) -> Price | None:

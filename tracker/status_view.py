@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 #: The width the view is laid out for; used off a terminal, where rich would take 80.
-VIEW_WIDTH = 100
+VIEW_WIDTH = 120
 UNKNOWN = "unknown"
 FINISHED = ("succeeded", "failed", "cancelled")
 STATUS_COLUMNS = (("queued", "queued"), ("in_batch", "in batch"), ("succeeded", "succeeded"),
@@ -187,7 +187,7 @@ def jobs_table(jobs: Mapping[str, Mapping[str, Any]]) -> Table:
         table.add_column("model", no_wrap=True, max_width=20)
     table.add_column("done", no_wrap=True)
     for _, heading in columns.statuses:
-        table.add_column(heading, justify="right")
+        table.add_column(heading, justify="right", min_width=len(heading))
     for heading in ("items/h", "ETA")[:2 if columns.pace else 0]:
         table.add_column(heading, justify="right", no_wrap=True)
     for heading in ("spent", "projected")[:2 if columns.money else 0]:

@@ -259,8 +259,8 @@ def test_cli__a_current_sqlite_file_is_used_without_sqlalchemy(tmp_path: Path) -
         assert "sqlite3" in _imported(done) and "sqlalchemy" not in _imported(done)
     assert enqueue.stdout.strip() == "enqueued 1 items, skipped 1 already present"
     assert json.loads(status.stdout)["items"]["queued"] == 2
-    assert ["stdin", "░░░░░░░░", "0%", "2", "0", "0"] in [line.split() for line in
-                                                         drawn.stdout.splitlines()]
+    assert ["stdin", "gpt-5-mini", "░░░░░░░░", "0%", "2", "0", "0"] in [
+        line.split()[:7] for line in drawn.stdout.splitlines()]
     assert [json.loads(line)["id"] for line in results.stdout.splitlines()] == ["a", "b"]
     assert f"database ready: {tmp_path / 't.db'}" in init.stderr
     assert query(f"sqlite:///{tmp_path / 't.db'}",
@@ -311,8 +311,8 @@ def test_jobs__job_and_metadata_are_kept_and_returned(tmp_path: Path, db_url: st
     one = json.loads(run(tmp_path, "status", "--json", "--job", "labels", db=db_url).stdout)
     assert one["items"]["queued"] == 1 and list(one["jobs"]) == ["labels"]
     shown = run(tmp_path, "status", "--job", "labels", db=db_url).stdout
-    assert [line.split() for line in shown.splitlines() if line.startswith("labels")] == [
-        ["labels", "░░░░░░░░", "0%", "1", "0", "0"]]  # done, queued, in batch, succeeded
+    assert [line.split()[:7] for line in shown.splitlines() if line.startswith("labels")] == [
+        ["labels", "gpt-5-mini", "░░░░░░░░", "0%", "1", "0", "0"]]  # queued, in batch, done
 
 
 def test_jobs__bad_metadata_a_bad_job_or_an_id_of_another_job(tmp_path: Path,

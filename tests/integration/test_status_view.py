@@ -88,11 +88,13 @@ def test_status__the_table_shows_each_job(ctx: Context, clock: ManualClock, tmp_
     assert done.stderr == ""
     rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()
             if line.split()[:1] in (["alpha"], ["beta"], ["gamma"], ["total"])}
-    # done, then queued, in batch, succeeded
-    assert rows == {"alpha": ["████████", "100%", "0", "0", "3"],
-                    "beta": ["████████", "100%", "0", "0", "2"],
-                    "gamma": ["░░░░░░░░", "0%", "2", "0", "0"],
-                    "total": ["█████░░░", "71%", "2", "0", "5"]}
+    # model, done, then queued, in batch, succeeded (then pace and spend)
+    assert {job: cells[:6] for job, cells in rows.items() if job != "total"} == {
+        "alpha": ["gpt-5-mini", "████████", "100%", "0", "0", "3"],
+        "beta": ["gpt-5-mini", "████████", "100%", "0", "0", "2"],
+        "gamma": ["gpt-5-mini", "░░░░░░░░", "0%", "2", "0", "0"]}
+    assert rows["total"][:5] == ["█████░░░", "71%", "2", "0", "5"]
+    assert rows["gamma"][-2:] == ["$0.00", "-"]  # nothing spent, nothing to project from
     assert "workers: none running" in done.stdout
     only = run(tmp_path, "status", "--job", "gamma", db=db_url).stdout
     assert "gamma" in only and "alpha" not in only and "total" not in only
@@ -102,8 +104,16 @@ def test_status_json__is_still_one_json_document(tmp_path: Path) -> None:
     run(tmp_path, "enqueue", "-", "--model", "gpt-5-mini", stdin=(_line("a") + "\n").encode())
     done = run(tmp_path, "status", "--json")
     assert done.stdout.count("\n") == 1
-    assert json.loads(done.stdout)["jobs"] == {"stdin": {"items": {
-        "queued": 1, "in_batch": 0, "succeeded": 0, "failed": 0, "cancelled": 0}}}
+    report = json.loads(done.stdout)
+    counts = {"queued": 1, "in_batch": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+    assert report["items"] == counts
+    job = report["jobs"]["stdin"]
+    assert (job["items"], job["spent_usd"], job["projected_usd"], job["eta_seconds"],
+            job["budget_usd"]) == (counts, "0.00", None, None, None)
+    assert job["models"]["gpt-5-mini"]["items"] == counts
+    assert report["budget"] == {"limit_usd": None, "spent_usd": "0.00", "in_flight_usd": "0.00",
+                                "waiting_batches": 0, "waiting": [], "jobs": {}}
+    assert report["open_batches"] == []
     assert_one_line_error(run(tmp_path, "status", "--json", "--watch"), "--watch")
 
 
