@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -88,6 +89,15 @@ def test_example__runs_against_the_fake_server_with_no_key(tmp_path: Path) -> No
     assert "items: {'queued': 0, 'in_batch': 0, 'succeeded': 4, 'failed': 0, 'cancelled': 0}" \
         in lines
     assert list(tmp_path.iterdir()) == []  # the database was a temporary file
+
+
+def test_readme__shows_the_core_of_the_example() -> None:
+    section = (ROOT / "README.md").read_text().split("## Python API\n", 1)[1].split("\n## ")[0]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    example = {line.strip() for line in (ROOT / "examples" / "python_api.py").read_text()
+               .splitlines()}
+    body = [line.strip() for line in block.splitlines() if line.startswith("    ")]
+    assert len(body) == 5 and [line for line in body if line not in example] == []
 
 
 def test_round_trip__enqueue_run_results_status_retry(tracker: Tracker) -> None:
