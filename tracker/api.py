@@ -169,7 +169,7 @@ class Tracker:
         from tracker.daemon import Daemon
 
         ctx = self.context(poll_interval)
-        check_credentials(ctx)
+        _check_credentials(ctx)
         return Daemon(ctx, until_idle=until_idle, lease_ttl=lease_ttl,
                       metrics_address=metrics_address).run()
 
@@ -209,7 +209,7 @@ class Tracker:
         if sum((bool(provider_batch_id), all, job is not None)) != 1:
             raise InputError("give one of provider_batch_id, all=True or job")
         ctx = self.context()
-        check_credentials(ctx)
+        _check_credentials(ctx)
         batch_ids = request_cancel(ctx, provider_batch_id, all or job is not None, job)
         queued = 0 if job is None else cancel_queued(ctx.engine, job, time.time())
         return CancelResult(batch_ids=batch_ids, queued_cancelled=queued)
@@ -238,7 +238,7 @@ def _closing_at_end(records: Iterator[dict[str, Any]],
         yield from records
 
 
-def check_credentials(ctx: Context) -> None:
+def _check_credentials(ctx: Context) -> None:
     """Build every enabled provider now, so a missing API key is one clear error up front."""
     from tracker.providers.base import PermanentProviderError
 
