@@ -11,29 +11,22 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from functools import update_wrapper
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from tracker.api import DEFAULT_DB_URL, Tracker
 from tracker.errors import TrackerError
 from tracker.providers import registry
-from tracker.providers.base import PermanentProviderError, ProviderError
+from tracker.providers.base import ProviderError
 from tracker.redact import redact_secrets
 from tracker.states import ItemStatus
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from tracker.config import TrackerConfig
-    from tracker.context import Context
-    from tracker.pricing import PriceBook
-    from tracker.store.reader import Reader
-
-#: `tracker.store.engine.DEFAULT_DB_URL`, repeated so `--help` need not import SQLAlchemy.
-DEFAULT_DB_URL = "sqlite:///tracker.db"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,55 +35,6 @@ class BadInput(click.ClickException):
     """An expected failure: one line on stderr, exit 2."""
 
     exit_code = 2
-
-
-class Settings:
-    def __init__(self, db_url: str, config_path: str | None) -> None:
-        self.db_url = db_url
-        self.config_path = config_path
-        self._engine: Engine | None = None
-        self._config: TrackerConfig | None = None
-
-    @property
-    def config(self) -> TrackerConfig:
-        if self._config is None:
-            from tracker.config import default_config_path, load_config
-
-            self._config = load_config(self.config_path or default_config_path())
-        return self._config
-
-    @property
-    def prices(self) -> PriceBook:
-        """The config's prices and budget; read without validating the whole config when it
-        has not been loaded (the reporting commands start faster)."""
-        from tracker.pricing import PriceBook
-
-        if self._config is not None:
-            return PriceBook(self._config)
-        from tracker.config_path import default_config_path
-
-        return PriceBook.read(Path(self.config_path) if self.config_path
-                              else default_config_path())
-
-    @property
-    def engine(self) -> Engine:
-        if self._engine is None:
-            from tracker.store.engine import open_database
-
-            self._engine = open_database(self.db_url)
-        return self._engine
-
-    def snapshot(self) -> AbstractContextManager[Reader]:
-        """A read transaction: SQLite files with the newest schema are read without loading
-        SQLAlchemy (see `tracker.store.reader`)."""
-        from tracker.store.reader import snapshot
-
-        return snapshot(self.db_url, lambda: self.engine)
-
-    def context(self, poll_interval: float = 30.0) -> Context:
-        from tracker.context import Context
-
-        return Context(engine=self.engine, config=self.config, poll_interval=poll_interval)
 
 
 def expected_errors(func: F) -> F:
@@ -115,16 +59,17 @@ def expected_errors(func: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, db_url: str, config_path: str | None) -> None:
     """Persistent, crash-safe tracker for LLM batch APIs."""
-    ctx.obj = Settings(db_url, config_path)
+    ctx.obj = Tracker(db_url, config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
-pass_settings = click.make_pass_decorator(Settings)
+pass_tracker = click.make_pass_decorator(Tracker)
 
 
 @cli.command()
-@pass_settings
+@pass_tracker
 @expected_errors
-def init(settings: Settings) -> None:
+def init(tracker: Tracker) -> None:
     """Create or migrate the database (idempotent).
 
     Example:
@@ -134,11 +79,11 @@ def init(settings: Settings) -> None:
     """
     from tracker.store.sqlite_file import current_file
 
-    current = current_file(settings.db_url)  # an up-to-date file: nothing to do
+    current = current_file(tracker.db_url)  # an up-to-date file: nothing to do
     if current is None:
         from tracker.store.engine import describe
 
-        click.echo(f"database ready: {describe(settings.engine)}", err=True)
+        click.echo(f"database ready: {describe(tracker.engine)}", err=True)
     else:
         click.echo(f"database ready: {current}", err=True)
 
@@ -171,9 +116,9 @@ def _open_input(file: str) -> Iterator[tuple[IO[bytes], str]]:
 @click.option("--budget-usd", default=None, metavar="USD",
               help="The job's spending limit (billed + in flight + the next batch's worst "
                    "case); replaces an earlier one. Also: tracker budget JOB USD.")
-@pass_settings
+@pass_tracker
 @expected_errors
-def enqueue(settings: Settings, file: str, model: str | None, provider: str,
+def enqueue(tracker: Tracker, file: str, model: str | None, provider: str,
             job: str | None, budget_usd: str | None) -> None:
     """Add the items of a JSONL FILE (or - for stdin); all or nothing.
 
@@ -186,27 +131,13 @@ def enqueue(settings: Settings, file: str, model: str | None, provider: str,
     \b
         tracker enqueue prompts.jsonl --model gpt-5-mini
     """
-    from tracker.enqueue import check_budget, enqueue_stream, job_name_for
+    from tracker.enqueue import job_name_for
     from tracker.enqueue_progress import progress_on_terminal
-    from tracker.store.sqlite_file import current_file
 
-    budget = None if budget_usd is None else check_budget(budget_usd)
-    config = settings.config
-    database = current_file(settings.db_url) or settings.engine
     with _open_input(file) as (raw, name), progress_on_terminal(raw, name) as stream:
-        result = enqueue_stream(database, stream, name, config, provider=provider,
-                                default_model=model, job=job or job_name_for(file),
-                                budget_usd=budget, now=time.time())
+        result = tracker.enqueue_jsonl(stream, name, job=job or job_name_for(file),
+                                       model=model, provider=provider, budget_usd=budget_usd)
     click.echo(f"enqueued {result.enqueued} items, skipped {result.skipped} already present")
-
-
-def _check_credentials(ctx: Context) -> None:
-    for name, section in ctx.config.providers.items():
-        if section.enabled:
-            try:
-                ctx.provider(name)
-            except PermanentProviderError as exc:
-                raise BadInput(f"provider {name}: {exc.message}") from None
 
 
 @cli.command()
@@ -223,9 +154,9 @@ def _check_credentials(ctx: Context) -> None:
               help="Serve Prometheus metrics at /metrics and a health check at /healthz.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="Address the metrics server listens on (0.0.0.0: every interface).")
-@pass_settings
+@pass_tracker
 @expected_errors
-def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: float,
+def run(tracker: Tracker, until_idle: bool, poll_interval: float, lease_ttl: float,
         log_format: str, metrics_port: int | None, metrics_host: str) -> None:
     """Run a worker: pack, submit, poll, download, retry, delete files; SIGTERM stops it.
 
@@ -237,15 +168,12 @@ def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: f
     \b
         tracker run --poll-interval 30
     """
-    from tracker.daemon import Daemon
     from tracker.logs import setup_logging
 
-    setup_logging(_secrets(settings.config), log_format)
-    ctx = settings.context(poll_interval)
-    _check_credentials(ctx)
+    setup_logging(_secrets(tracker.config), log_format)
     address = None if metrics_port is None else (metrics_host, metrics_port)
-    sys.exit(Daemon(ctx, until_idle=until_idle, lease_ttl=lease_ttl,
-                    metrics_address=address).run())
+    sys.exit(tracker.run(until_idle=until_idle, poll_interval=poll_interval,
+                         lease_ttl=lease_ttl, metrics_address=address))
 
 
 @cli.command()
@@ -255,9 +183,9 @@ def run(settings: Settings, until_idle: bool, poll_interval: float, lease_ttl: f
                                             "Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
               help="Seconds between redraws with --watch.")
-@pass_settings
+@pass_tracker
 @expected_errors
-def status(settings: Settings, as_json: bool, job: str | None, watch: bool,
+def status(tracker: Tracker, as_json: bool, job: str | None, watch: bool,
            interval: float) -> None:
     """Progress of each job and model (items by status, rate, ETA, spend), open batches,
     budget, and any problems; with --job, that job's items and the batches holding them.
@@ -268,16 +196,11 @@ def status(settings: Settings, as_json: bool, job: str | None, watch: bool,
         tracker status --json
         tracker status --job evals-2026-11 --watch
     """
-    from tracker.store.reports import status_of
-
     if as_json and watch:
         raise BadInput("--watch draws the view; it does not go with --json")
-    prices = settings.prices
 
     def read() -> dict[str, Any]:
-        with settings.snapshot() as reader:
-            return status_of(reader, time.time(), job, prices=prices,
-                             budget_limit=prices.budget_usd)
+        return tracker.status(job)
 
     if as_json:
         click.echo(json.dumps(read()))
@@ -294,9 +217,9 @@ def status(settings: Settings, as_json: bool, job: str | None, watch: bool,
 @cli.command()
 @click.argument("ident", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@pass_settings
+@pass_tracker
 @expected_errors
-def show(settings: Settings, ident: str, as_json: bool) -> None:
+def show(tracker: Tracker, ident: str, as_json: bool) -> None:
     """One item (by id) or batch (by local or provider id): its fields, payload or files,
     output or error, and every transition with its reason.
 
@@ -309,11 +232,11 @@ def show(settings: Settings, ident: str, as_json: bool) -> None:
     from tracker.store.details import batch_detail, item_detail
     from tracker.store.reports import item_cost
 
-    with settings.snapshot() as reader:
+    with tracker.snapshot() as reader:
         details = {"item": item_detail(reader, ident), "batch": batch_detail(reader, ident)}
     found = {kind: detail for kind, detail in details.items() if detail is not None}
     if "item" in found:
-        found["item"]["cost_usd"] = item_cost(found["item"], settings.prices)
+        found["item"]["cost_usd"] = item_cost(found["item"], tracker.prices)
     if not found:
         raise BadInput(f"no item or batch has the id {ident!r}")
     if as_json:
@@ -407,9 +330,9 @@ def _batch_lines(batch: dict[str, Any]) -> list[str]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write to this file instead of stdout.")
 @click.option("--job", default=None, help="Only this job's items.")
-@pass_settings
+@pass_tracker
 @expected_errors
-def results(settings: Settings, item_status: str | None, fmt: str, output: str | None,
+def results(tracker: Tracker, item_status: str | None, fmt: str, output: str | None,
             job: str | None) -> None:
     """One record per item: id, status, output_text, error_message, attempts, batch, model,
     job, and the item's own metadata (JSON text in CSV).
@@ -419,13 +342,10 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
     \b
         tracker results --status succeeded --format csv -o results.csv
     """
-    from tracker.store.reports import RESULT_FIELDS, results_of
+    from tracker.store.reports import RESULT_FIELDS
 
-    prices = settings.prices
-    with settings.snapshot() as reader, \
-            click.open_file(output or "-", "w", encoding="utf-8") as out:
-        records = results_of(reader, None if item_status is None else ItemStatus(item_status),
-                             job, prices)
+    with click.open_file(output or "-", "w", encoding="utf-8") as out:
+        records = tracker.result_records(job, item_status)
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS)
             writer.writeheader()
@@ -442,9 +362,9 @@ def results(settings: Settings, item_status: str | None, fmt: str, output: str |
 @click.option("--by", type=click.Choice(["job", "model", "day", "batch"]), default="model",
               show_default=True, help="One row per job, model, day (UTC) or batch.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@pass_settings
+@pass_tracker
 @expected_errors
-def cost(settings: Settings, job: str | None, by: str, as_json: bool) -> None:
+def cost(tracker: Tracker, job: str | None, by: str, as_json: bool) -> None:
     """What the work has cost: every result line the provider billed (from completed,
     expired and cancelled batches), priced at the config's batch prices in exact decimal;
     lines of duplicate provider batches are shown apart as waste.
@@ -455,10 +375,7 @@ def cost(settings: Settings, job: str | None, by: str, as_json: bool) -> None:
         tracker cost --by job
         tracker cost --job evals-2026-11 --by day --json
     """
-    from tracker.costs import cost_report
-
-    with settings.snapshot() as reader:
-        report = cost_report(reader, settings.prices, by=by, job=job)
+    report = tracker.cost(job=job, by=by)
     if as_json:
         click.echo(json.dumps(report))
         return
@@ -470,9 +387,9 @@ def cost(settings: Settings, job: str | None, by: str, as_json: bool) -> None:
 @cli.command()
 @click.argument("job")
 @click.argument("usd")
-@pass_settings
+@pass_tracker
 @expected_errors
-def budget(settings: Settings, job: str, usd: str) -> None:
+def budget(tracker: Tracker, job: str, usd: str) -> None:
     """Set JOB's spending limit to USD dollars ("none" removes it). Batches of the job that
     wait for budget go on at the next check once they fit. The limit for the whole database
     is batch.budget_usd in the config.
@@ -482,13 +399,7 @@ def budget(settings: Settings, job: str, usd: str) -> None:
     \b
         tracker budget evals-2026-11 40
     """
-    from tracker.enqueue import check_budget, check_job_name
-    from tracker.store.engine import write
-    from tracker.store.spend import set_job_budget
-
-    amount = None if usd.lower() == "none" else check_budget(usd, "USD")
-    with write(settings.engine) as conn:
-        set_job_budget(conn, check_job_name(job), amount, time.time())
+    amount = tracker.set_budget(job, None if usd.lower() == "none" else usd)
     click.echo(f"job {job}: budget " + ("removed" if amount is None else f"{amount} USD"))
 
 
@@ -496,9 +407,9 @@ def budget(settings: Settings, job: str, usd: str) -> None:
 @click.argument("provider_batch_id", required=False)
 @click.option("--all", "all_open", is_flag=True, help="Cancel every open batch.")
 @click.option("--job", default=None, help="Cancel this job: its open batches and queued items.")
-@pass_settings
+@pass_tracker
 @expected_errors
-def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool,
+def cancel(tracker: Tracker, provider_batch_id: str | None, all_open: bool,
            job: str | None) -> None:
     """Cancel a batch (by provider or local id), --all open batches, or a --job (its open
     batches and its items still queued); the daemon stores partial results.
@@ -509,28 +420,23 @@ def cancel(settings: Settings, provider_batch_id: str | None, all_open: bool,
         tracker cancel batch_abc123
         tracker cancel --job evals-2026-11
     """
-    from tracker.actions import cancel_queued, request_cancel
-
     if sum((bool(provider_batch_id), all_open, job is not None)) != 1:
         raise BadInput("give one of PROVIDER_BATCH_ID, --all or --job")
-    ctx = settings.context()
-    _check_credentials(ctx)
-    ids = request_cancel(ctx, provider_batch_id, all_open or job is not None, job)
+    done = tracker.cancel(provider_batch_id, all=all_open, job=job)
     if job is None:
-        click.echo(f"cancel requested for {len(ids)} batch(es)")
+        click.echo(f"cancel requested for {len(done.batch_ids)} batch(es)")
         return
-    queued = cancel_queued(ctx.engine, job, time.time())
-    click.echo(f"cancel requested for {len(ids)} batch(es) of job {job}; {queued} queued "
-               "item(s) cancelled")
+    click.echo(f"cancel requested for {len(done.batch_ids)} batch(es) of job {job}; "
+               f"{done.queued_cancelled} queued item(s) cancelled")
 
 
 @cli.command()
 @click.option("--failed", is_flag=True, help="Re-queue failed items (the default).")
 @click.option("--cancelled", is_flag=True, help="Re-queue cancelled items.")
 @click.option("--job", default=None, help="Only this job's items.")
-@pass_settings
+@pass_tracker
 @expected_errors
-def retry(settings: Settings, failed: bool, cancelled: bool, job: str | None) -> None:
+def retry(tracker: Tracker, failed: bool, cancelled: bool, job: str | None) -> None:
     """Re-queue failed (and/or cancelled) items, each with a fresh set of attempts.
 
     Example:
@@ -538,12 +444,7 @@ def retry(settings: Settings, failed: bool, cancelled: bool, job: str | None) ->
     \b
         tracker retry --failed --cancelled
     """
-    from tracker.actions import retry_items
-
-    if not failed and not cancelled:
-        failed = True
-    moved = retry_items(settings.engine, time.time(), failed=failed, cancelled=cancelled,
-                        job=job)
+    moved = tracker.retry(failed=failed or not cancelled, cancelled=cancelled, job=job)
     click.echo(f"re-queued {moved} items")
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from tracker.store.engine import make_engine, read
+from tracker.testing.fake_server import fake_credentials, fake_openai_server
 
 RUN_DIR = Path("demo-run")
 SAMPLES = Path(__file__).resolve().parents[1] / "config" / "sample_prompts.jsonl"
@@ -39,16 +40,6 @@ PG_DATABASE = "tracker_demo"
 WORKERS_BATCH_SIZE = 2
 #: A worker that has not finished by then is stopped and the demo fails.
 WORKERS_TIMEOUT = 300.0
-
-
-def _wait_for_file(path: Path, process: subprocess.Popen[bytes], deadline: float) -> str:
-    while time.monotonic() < deadline:
-        if path.exists():
-            return path.read_text().strip()
-        if process.poll() is not None:
-            sys.exit(f"the fake server exited with code {process.returncode}")
-        time.sleep(0.05)
-    sys.exit("the fake server did not start within 15 s")
 
 
 def _tracker(env: dict[str, str], *args: str, capture: bool = False) -> str:
@@ -214,21 +205,13 @@ def main(argv: list[str] | None = None) -> None:
     args = _arguments(argv)
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir()
-    url_file = RUN_DIR / "fake-server-url"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tracker.testing.fake_openai", "--port-file", str(url_file),
-         "--validating-seconds", "0.3", "--in-progress-seconds", "1.0",
-         "--finalizing-seconds", "0.2", *EVENTUALLY_CONSISTENT],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        base_url = _wait_for_file(url_file, server, time.monotonic() + 15)
+    with fake_openai_server("--validating-seconds", "0.3", "--in-progress-seconds", "1.0",
+                            "--finalizing-seconds", "0.2", *EVENTUALLY_CONSISTENT) as base_url:
         print(f"fake OpenAI Batch API on {base_url}, eventually consistent as real ones are: "
               "404 for 0.5 s after a create, result files named 1 s after the status")
         postgresql = args.db.get_backend_name() == "postgresql"
         db_url = _fresh_pg_database(args.db) if postgresql else _new_sqlite(args.db)
-        env = {**os.environ, "OPENAI_API_KEY": "sk-demo-not-a-real-key",
-               "OPENAI_BASE_URL": base_url, "TRACKER_DB": db_url}
+        env = {**os.environ, **fake_credentials(base_url), "TRACKER_DB": db_url}
         env.pop("TRACKER_CONFIG", None)
         if args.workers > 1:
             config = RUN_DIR / "llm_config.yaml"
@@ -258,9 +241,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{record['id']:<12} {record['status']:<10} {record['attempts']:>5}  "
                   f"{shown[:70]}")
         _show_audit(db_url)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
 
 
 if __name__ == "__main__":
