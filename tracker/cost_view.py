@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import sys
-from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from tracker.pricing import UNKNOWN
-
-
-def shown_usd(amount: str) -> str:
-    """Dollars for the eye: cents from one dollar up, four decimals below ("unknown" kept).
-    Never rounded to zero: a tiny amount shows as "<$0.0001"."""
-    if amount == UNKNOWN:
-        return UNKNOWN
-    value = Decimal(amount)
-    if value == 0:
-        return "$0.00"
-    if value < Decimal("0.0001"):
-        return "<$0.0001"
-    return f"${value:,.2f}" if value >= 1 else f"${value:.4f}"
+from tracker.pricing import shown_usd
 
 
 def print_cost(report: dict[str, Any], console: Console | None = None) -> None:

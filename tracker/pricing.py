@@ -73,6 +73,28 @@ def usd_text(amount: Decimal | None) -> str:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
+_CENT = Decimal("0.01")
+_TEN_THOUSANDTH = Decimal("0.0001")
+
+
+def shown_usd(amount: str | None) -> str:
+    """A decimal string as dollars for the eye: cents from one dollar up, 4 decimals below,
+    "<$0.0001" for less (never a zero that is not one); "unknown" stays "unknown", None is
+    "-". The exact figure is in the --json output."""
+    if amount is None:
+        return "-"
+    if amount == UNKNOWN:
+        return UNKNOWN
+    try:
+        value = Decimal(amount)
+    except decimal.InvalidOperation:
+        return amount
+    if 0 < abs(value) < _TEN_THOUSANDTH:
+        return "<$0.0001"
+    step = _CENT if value == 0 or abs(value) >= 1 else _TEN_THOUSANDTH
+    return f"${value.quantize(step, rounding=decimal.ROUND_HALF_UP):,}"
+
+
 @dataclass(frozen=True)
 class ModelLimits:
     price: Price | None

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from rich import box
@@ -21,17 +21,16 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from tracker.pricing import UNKNOWN, shown_usd
+
 #: The width the view is laid out for; used off a terminal, where rich would take 80.
 VIEW_WIDTH = 120
-UNKNOWN = "unknown"
 FINISHED = ("succeeded", "failed", "cancelled")
 STATUS_COLUMNS = (("queued", "queued"), ("in_batch", "in batch"), ("succeeded", "succeeded"),
                   ("failed", "failed"), ("cancelled", "cancelled"))
 #: Shown only when some row has items in them (most jobs have none).
 OPTIONAL_STATUSES = ("failed", "cancelled")
 BAR_WIDTH = 8
-CENT = Decimal("0.01")
-TEN_THOUSANDTH = Decimal("0.0001")
 
 
 def duration(seconds: float | None) -> str:
@@ -51,19 +50,7 @@ def duration(seconds: float | None) -> str:
     return f"{days}d {hours}h"
 
 
-def usd(amount: str | None) -> str:
-    """A decimal string as dollars: cents from one dollar up, 4 decimals below; `unknown`
-    stays `unknown` and a missing amount is `-`."""
-    if amount is None:
-        return "-"
-    if amount == UNKNOWN:
-        return UNKNOWN
-    try:
-        value = Decimal(amount)
-    except InvalidOperation:
-        return amount
-    step = CENT if value == 0 or abs(value) >= 1 else TEN_THOUSANDTH
-    return f"${value.quantize(step, rounding=ROUND_HALF_UP):,}"
+usd = shown_usd
 
 
 def rate(items_per_hour: float | None) -> str:

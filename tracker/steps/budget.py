@@ -21,7 +21,6 @@ from decimal import Decimal, localcontext
 from sqlalchemy import Connection, text
 
 from tracker.context import Context, log
-from tracker.cost_view import shown_usd
 from tracker.models import Batch
 from tracker.pricing import EXACT, PriceBook, Usage, cost, to_decimal, usd_text
 from tracker.store import spend
@@ -86,10 +85,9 @@ def _over_budget(reader: ConnectionReader, prices: PriceBook, batch: Batch,
         with localcontext(EXACT):
             needed = spent + in_flight + worst
         if needed > limit:
-            return (f"waiting for budget ({name} {shown_usd(usd_text(limit))}): spent "
-                    f"{shown_usd(usd_text(spent))} + in flight {shown_usd(usd_text(in_flight))}"
-                    f" + this batch at most {shown_usd(usd_text(worst))} = "
-                    f"{shown_usd(usd_text(needed))}")
+            return (f"waiting for budget ({name} ${usd_text(limit)}): spent "
+                    f"${usd_text(spent)} + in flight ${usd_text(in_flight)} + this batch at "
+                    f"most ${usd_text(worst)} = ${usd_text(needed)}")
     return None
 
 
