@@ -95,6 +95,9 @@ def test_job_budget__the_cap_is_never_crossed_and_raising_it_resumes(
     assert "waiting for budget (job capped" in waiting[0]["reason"]
     assert len(server.batches) == 2  # the third batch never reached the provider
     assert is_idle(ctx)  # `run --until-idle` exits: only a raised budget changes anything
+    with engine_snapshot(engine) as reader:
+        job = status_of(reader, ctx.now(), prices=PriceBook(ctx.config))["jobs"]["capped"]
+    assert job["eta_seconds"] is None  # what is left waits for a person, not for time
     spent, in_flight = _spent_and_in_flight(ctx)
     assert (spent, in_flight) == (Decimal("0.00008"), Decimal(0))
 

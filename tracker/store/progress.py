@@ -3,7 +3,8 @@
 
 Throughput is observed, not assumed: items finished since the job's first batch was sent,
 over the time since (until the last one finished, once none is left). The ETA is what is
-left at that rate (batch APIs finish in lumps, so it is a rough guide early on). The
+left at that rate (batch APIs finish in lumps, so it is a rough guide early on), and none
+while what is left waits for budget. The
 projection is what was billed plus what is left at the average billed cost of the results so
 far; None until one result is billed.
 """
@@ -38,6 +39,7 @@ class _Line:
     results_cost: Decimal | None = Decimal(0)
     first_sent: float | None = None
     last_finished: float | None = None
+    waiting_for_budget: int = 0
 
     def add_cost(self, row: dict[str, Any], amount: Decimal | None) -> None:
         self.spent = None if amount is None or self.spent is None else self.spent + amount
@@ -53,7 +55,8 @@ class _Line:
         until = now if left or self.last_finished is None else self.last_finished
         if finished and self.first_sent is not None and until > self.first_sent:
             rate = finished / (until - self.first_sent)
-        eta = 0.0 if left == 0 else (round(left / rate, 1) if rate else None)
+        moving = left - self.waiting_for_budget  # the rest waits for someone to raise a budget
+        eta = 0.0 if left == 0 else (round(left / rate, 1) if rate and moving > 0 else None)
         projected: Decimal | None = None
         if self.spent is not None:
             if left == 0:
@@ -84,6 +87,12 @@ def jobs_report(reader: Reader, now: float, prices: PriceBook,
                            f"{of_job} GROUP BY job, model", {"job": job}):
         if (row["job"], row["model"]) in lines and row["first"] is not None:
             lines[(row["job"], row["model"])].first_sent = float(row["first"])
+    for row in reader.rows(f"SELECT job, model, sum(item_count) AS n FROM batches "
+                           f"WHERE status = 'pending' AND budget_wait IS NOT NULL "
+                           f"{'AND job = :job' if job is not None else ''} GROUP BY job, model",
+                           {"job": job}):
+        if (row["job"], row["model"]) in lines:
+            lines[(row["job"], row["model"])].waiting_for_budget = int(row["n"] or 0)
     with localcontext(EXACT):
         for row in usage_by(reader, "job", job):
             line = lines.setdefault((row["key"], row["model"]), _Line({}))
