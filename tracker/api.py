@@ -15,6 +15,7 @@ stay fast: on an SQLite file that already holds the newest schema, `status`, `re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Generator, Iterable, Iterator, Mapping
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 #: `tracker.store.engine.DEFAULT_DB_URL`, repeated so importing this module does not load
 #: SQLAlchemy.
 DEFAULT_DB_URL = "sqlite:///tracker.db"
+log = logging.getLogger("tracker")
 #: `tracker.enqueue.DEFAULT_JOB`, repeated for the same reason.
 DEFAULT_JOB = "default"
 #: The name `enqueue` gives its items in error messages: `<items>:3: ...` is the third item.
@@ -67,10 +69,10 @@ class Result:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
-    cached_tokens: int | None
-    reasoning_tokens: int | None
     job: str
     metadata: dict[str, Any] | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
     #: What its result cost, an exact decimal string; "unknown" without a price; None for
     #: an item with no result.
     cost_usd: str | None
@@ -131,6 +133,17 @@ class Tracker:
 
         return PriceBook.read(Path(self.config_path) if self.config_path
                               else default_config_path())
+
+    def report_prices(self) -> PriceBook:
+        """`prices` for a report: a config that cannot be read does not stop `status` or
+        `results`; amounts then use the packaged prices only (a warning says so)."""
+        try:
+            return self.prices
+        except ConfigError as exc:
+            from tracker.pricing import PriceBook
+
+            log.warning("%s; amounts use the packaged prices only", exc)
+            return PriceBook.packaged_only()
 
     @property
     def engine(self) -> Engine:
@@ -201,7 +214,7 @@ class Tracker:
         job's items and the batches holding them (`tracker status --json`)."""
         from tracker.store.reports import status_of
 
-        prices = self.prices
+        prices = self.report_prices()
         with self.snapshot() as reader:
             return status_of(reader, time.time(), job, prices=prices,
                              budget_limit=prices.budget_usd)
@@ -219,7 +232,7 @@ class Tracker:
         from tracker.store.reports import results_of
 
         wanted = None if status is None else ItemStatus(status)
-        prices = self.prices
+        prices = self.report_prices()
         stack = ExitStack()
         reader = stack.enter_context(self.snapshot())
         return _closing_at_end(results_of(reader, wanted, job, prices), stack)

@@ -236,7 +236,7 @@ def show(tracker: Tracker, ident: str, as_json: bool) -> None:
         details = {"item": item_detail(reader, ident), "batch": batch_detail(reader, ident)}
     found = {kind: detail for kind, detail in details.items() if detail is not None}
     if "item" in found:
-        found["item"]["cost_usd"] = item_cost(found["item"], tracker.prices)
+        found["item"]["cost_usd"] = item_cost(found["item"], tracker.report_prices())
     if not found:
         raise BadInput(f"no item or batch has the id {ident!r}")
     if as_json:

@@ -210,15 +210,20 @@ def enqueue_stream(
         return result
 
 
+#: Budgets are below this (and have at most 12 decimals): amounts stay plain decimals.
+MAX_BUDGET = Decimal(10) ** 12
+
+
 def check_budget(text: str, name: str = "--budget-usd") -> Decimal:
     """A budget as given on a command line: a non-negative decimal number of US dollars."""
     try:
         amount = Decimal(text)
     except ArithmeticError:
         amount = Decimal("NaN")
-    if not amount.is_finite() or amount < 0:
-        raise InputError(f"{name} {text!r}: give a non-negative amount of US dollars, "
-                         "e.g. 25 or 12.50")
+    if (not amount.is_finite() or amount < 0 or amount >= MAX_BUDGET
+            or int(amount.as_tuple().exponent) < -12):
+        raise InputError(f"{name} {text!r}: give a non-negative amount of US dollars below "
+                         "a trillion, e.g. 25 or 12.50")
     return amount
 
 

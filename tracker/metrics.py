@@ -83,20 +83,22 @@ class _DatabaseCollector(Collector):
         tokens = CounterMetricFamily(
             "tracker_billed_tokens", "Tokens of the lines providers billed, by job, model, "
             "kind (result or waste: duplicate batches) and token type.",
-            labels=["job", "model", "kind", "type"])
+            labels=["job", "provider", "model", "kind", "type"])
         spent = CounterMetricFamily(
             "tracker_spent_usd", "US dollars billed, at the configured batch prices, by job, "
-            "model and kind (result or waste).", labels=["job", "model", "kind"])
+            "provider, model and kind (result or waste).",
+            labels=["job", "provider", "model", "kind"])
         unpriced = CounterMetricFamily(
             "tracker_unpriced_lines", "Billed lines whose cost is unknown (no price for the "
-            "model, or no usage on the line).", labels=["job", "model"])
+            "model, or no usage on the line), by job, provider, model and kind.",
+            labels=["job", "provider", "model", "kind"])
         for row in usage_by(reader, "job"):
-            labels = [str(row["key"]), row["model"], row["kind"]]
+            labels = [str(row["key"]), row["provider"], row["model"], row["kind"]]
             for kind in ("prompt", "cached", "completion", "reasoning"):
                 tokens.add_metric([*labels, kind], float(row[f"{kind}_tokens"] or 0))
             amount = row_cost(row, self._prices)
             if amount is None:
-                unpriced.add_metric(labels[:2], float(row["items"]))
+                unpriced.add_metric(labels, float(row["items"]))
             else:
                 spent.add_metric(labels, float(amount))
         budget = budget_report(reader, self._prices, self._budget_limit)

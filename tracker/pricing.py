@@ -140,6 +140,14 @@ class PriceBook:
 
             return cls(load_config(path))
 
+    @classmethod
+    def packaged_only(cls) -> PriceBook:
+        """The packaged table alone, and no budget (for reports when the config cannot be
+        read)."""
+        book = cls.__new__(cls)
+        book._init({}, None)
+        return book
+
     def limits(self, provider: str, model: str) -> ModelLimits:
         key = (provider, model)
         if key not in self._found:

@@ -21,7 +21,7 @@ from tracker.store.engine import read, write
 from tracker.store.reader import engine_snapshot
 from tracker.store.reports import status_of
 from tracker.store.spend import set_job_budget, spend_of
-from tracker.testing.fake_openai import FakeOpenAI, ManualClock
+from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
 
 #: Dollars per million tokens: each line below costs 10 x 1 + 5 x 2 = 20 millionths.
 PRICES = {"input": 1.0, "cached_input": 0.5, "output": 2.0}
@@ -128,3 +128,68 @@ def test_config_budget__a_batch_whose_worst_case_cannot_fit_waits_and_says_why(
     assert "waiting for budget (batch.budget_usd $0.0001)" in reason
     assert "this batch at most" in reason
     assert report["jobs"]["capped"]["spent_usd"] == "0.00"
+
+
+def test_budget_set_after_an_upload__the_batch_is_checked_before_its_create(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = _context(engine, server, clock, tmp_path)
+    enqueue(ctx, {"q0": "question 0 [usage:10,5,0,0]"}, job="capped")
+    # Packed and uploaded with no budget; the create is refused (429): no batch was made.
+    server.add_fault(Fault(method="POST", path="/v1/batches", status=429, times=1))
+    run_steps_once(ctx)
+    with read(engine) as conn:
+        uploaded, attempted = conn.execute(text(
+            "SELECT input_file_id, create_attempted_at FROM batches")).one()
+    assert uploaded is not None and attempted is None
+    with write(engine) as conn:
+        set_job_budget(conn, "capped", Decimal(0), clock())
+    _run_until(ctx, clock, Decimal(0), lambda: len(_waiting(ctx)) == 1)
+    for _ in range(5):
+        clock.advance(2.0)
+        run_steps_once(ctx)
+    assert server.batches == {}  # never created: the cap is $0
+
+
+def test_a_close_releases_its_hold__run_until_idle_sends_the_batch_that_now_fits(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = _context(engine, server, clock, tmp_path)
+    enqueue(ctx, {f"q{i}": f"question {i} [usage:10,5,0,0]" for i in range(4)}, job="capped")
+    limit = _pair_worst_case(engine) + Decimal("0.00004")  # one in flight; the next after it
+    with write(engine) as conn:
+        set_job_budget(conn, "capped", limit, clock())
+    drive(ctx, clock)  # stops only when idle
+    assert items_by_status(ctx) == {"succeeded": 4}
+
+
+def test_a_job_out_of_budget_never_holds_another_job_back(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    config = make_config(max_prompts=1, prices_per_million=PRICES, max_enqueued_tokens=60)
+    ctx = harness_context(engine, server, clock, tmp_path, config)
+    enqueue(ctx, {"b1": "broke one", "b2": "broke two"}, job="broke")
+    enqueue(ctx, {"f1": "free one", "f2": "free two"}, job="free")
+    with write(engine) as conn:
+        set_job_budget(conn, "broke", Decimal(0), clock())
+    drive(ctx, clock)
+    with read(engine) as conn:
+        by_job = dict(conn.execute(text(
+            "SELECT job, group_concat(DISTINCT status) FROM items GROUP BY job")
+            if engine.dialect.name == "sqlite" else text(
+            "SELECT job, string_agg(DISTINCT status, ',') FROM items GROUP BY job")).all())
+    assert by_job == {"broke": "in_batch", "free": "succeeded"}
+    assert len(_waiting(ctx)) == 2
+
+
+def test_a_line_without_a_completion_count_costs_unknown(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = _context(engine, server, clock, tmp_path)
+    server.responder = lambda custom_id, body: (200, {
+        "id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1000}})
+    enqueue(ctx, {"q0": "question"}, job="partial")
+    drive(ctx, clock)
+    with engine_snapshot(engine) as reader:
+        report = cost_report(reader, PriceBook(ctx.config))
+    assert report["total_usd"] == "unknown"
+    assert report["rows"][0]["prompt_tokens"] == 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -73,3 +74,14 @@ def test_price_book__a_malformed_price_is_reported_by_the_full_validation(
     with pytest.raises(ConfigError, match=r"llm_config.yaml:7: .*prices_per_million.input: "
                                           "input should be a valid number"):
         PriceBook.read(path)
+
+
+def test_worst_case_output__a_cap_below_one_is_no_cap_and_n_choices_multiply() -> None:
+    from tracker.steps.budget import _output_tokens
+
+    payloads = [json.dumps(p) for p in (
+        {"max_tokens": -1_000_000_000}, {"max_tokens": 100, "n": 8},
+        {"max_completion_tokens": 50_000}, {})]
+    assert _output_tokens(payloads, cap=16_384) == 16_384 + 800 + 16_384 + 16_384
+    assert _output_tokens(payloads[1:2], cap=None) == 800
+    assert _output_tokens(payloads[3:], cap=None) is None  # no cap anywhere: unknown

@@ -75,13 +75,14 @@ def _over_budget(reader: ConnectionReader, prices: PriceBook, batch: Batch,
     if worst is None:
         return (f"waiting for budget: the worst case of {batch.provider}/{batch.model} is "
                 "unknown (set its prices_per_million, and max_output_tokens or max_tokens)")
-    now_spent = spend.spend_of(reader, prices)
+    now_spent = spend.spend_of(reader, prices, leave_out=batch.id)
     for name, limit in limits.items():
         whole = name == "batch.budget_usd"
         spent = now_spent.spent if whole else now_spent.job_spent(batch.job)
         in_flight = now_spent.in_flight if whole else now_spent.job_in_flight(batch.job)
         if spent is None:
-            return f"waiting for budget: what {name} has spent is unknown (a model has no price)"
+            return (f"waiting for budget: what {name} has spent is unknown (no price for "
+                    f"{', '.join(sorted(now_spent.unpriced))}: set its prices_per_million)")
         with localcontext(EXACT):
             needed = spent + in_flight + worst
         if needed > limit:
@@ -109,13 +110,16 @@ def worst_case(conn: Connection, batch: Batch, prices: PriceBook) -> Decimal | N
 def _output_tokens(payloads: Iterable[str], cap: int | None) -> int | None:
     total = 0
     for payload in payloads:
+        request = json.loads(payload)
         asked = next((value for key in OUTPUT_CAP_KEYS
-                      if type(value := json.loads(payload).get(key)) is int), None)
+                      if type(value := request.get(key)) is int and value >= 1), None)
         if asked is None:
             if cap is None:
                 return None
             asked = cap
-        total += asked if cap is None else min(asked, cap)
+        choices = request.get("n")
+        total += (asked if cap is None else min(asked, cap)) * (
+            choices if type(choices) is int and choices > 1 else 1)
     return total
 
 

@@ -43,7 +43,7 @@ from tracker.steps.common import VANISHED
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.outcome_spool import OutcomeSpool
 from tracker.steps.reconcile import sweep_duplicates, sweep_window
-from tracker.store import batches, file_deletions, items, ledger
+from tracker.store import batches, file_deletions, items, ledger, spend
 from tracker.store.engine import read
 from tracker.store.transitions import ItemOutcome, move_batch, record_item_outcomes
 
@@ -399,6 +399,7 @@ def _finish(conn: Connection, batch: Batch, reason: str, now: float, *,
                f"{reason}; {_summary(totals)}", now, ingested_at=now, next_action_at=None,
                cancel_requested=0)
     ledger.record_batch_results(conn, batch.id, batch.ended_at or now)
+    spend.recheck_waiting(conn, now)  # its hold is released: a waiting batch may fit now
     if delete_files:
         file_deletions.schedule_batch_files(conn, batch.id, now, result_files)
     return totals

@@ -14,6 +14,7 @@ from tracker.errors import StaleBatch
 from tracker.providers.base import ProviderBatch
 from tracker.states import OPEN_BATCH, RUNNING_BATCH, BatchStatus
 from tracker.storable import storable_text
+from tracker.store import spend
 from tracker.store.engine import is_postgresql, read
 
 if TYPE_CHECKING:
@@ -69,17 +70,21 @@ def status_of(conn: Connection, batch_id: str) -> BatchStatus:
 
 
 def made_since(conn: Connection, provider: str, since: float) -> int:
-    """Provider batches created for `provider` after `since` (duplicates not counted)."""
+    """Provider batches created for `provider` after `since` (duplicates, and batches that
+    wait for budget, not counted)."""
     return int(conn.execute(
         text("SELECT count(*) FROM batches WHERE provider = :p AND created_at > :since "
-             "AND duplicate_of IS NULL"), {"p": provider, "since": since}).scalar_one())
+             f"AND duplicate_of IS NULL AND NOT ({spend.WAITING_FOR_BUDGET})"),
+        {"p": provider, "since": since}).scalar_one())
 
 
 def tokens_in_flight(conn: Connection, provider: str, model: str) -> int:
-    """Estimated prompt tokens of the batches not yet ended at the provider."""
+    """Estimated prompt tokens of the batches not yet ended at the provider (a batch that
+    waits for budget is not there: it must not hold other jobs back)."""
     return int(conn.execute(
         text("SELECT COALESCE(sum(est_tokens), 0) FROM batches WHERE provider = :p AND "
-             "model = :m AND status IN :statuses").bindparams(STATUSES),
+             f"model = :m AND status IN :statuses AND NOT ({spend.WAITING_FOR_BUDGET})"
+             ).bindparams(STATUSES),
         {"p": provider, "m": model, "statuses": _values(CANCELLABLE)}).scalar_one())
 
 

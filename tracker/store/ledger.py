@@ -84,6 +84,7 @@ def usage_by(reader: Reader, by: str, job: str | None = None) -> list[dict[str, 
         "sum(prompt_tokens) AS prompt_tokens, sum(cached_tokens) AS cached_tokens, "
         "sum(COALESCE(completion_tokens, 0)) AS completion_tokens, "
         "sum(reasoning_tokens) AS reasoning_tokens, "
-        "count(*) - count(prompt_tokens) AS without_usage "
+        "sum(CASE WHEN prompt_tokens IS NULL OR completion_tokens IS NULL THEN 1 ELSE 0 END) "
+        "AS without_usage "
         f"FROM usage_ledger {where} GROUP BY {key}, provider, model, kind ORDER BY 1",
         {"job": job})

@@ -88,7 +88,7 @@ def jobs_report(reader: Reader, now: float, prices: PriceBook,
         if (row["job"], row["model"]) in lines and row["first"] is not None:
             lines[(row["job"], row["model"])].first_sent = float(row["first"])
     for row in reader.rows(f"SELECT job, model, sum(item_count) AS n FROM batches "
-                           f"WHERE status = 'pending' AND budget_wait IS NOT NULL "
+                           f"WHERE {spend.WAITING_FOR_BUDGET} "
                            f"{'AND job = :job' if job is not None else ''} GROUP BY job, model",
                            {"job": job}):
         if (row["job"], row["model"]) in lines:

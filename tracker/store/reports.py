@@ -18,6 +18,7 @@ from tracker.states import OPEN_BATCH, BatchStatus, ItemStatus
 from tracker.store import progress
 from tracker.store.dialect import enqueue_order
 from tracker.store.reader import Reader, engine_snapshot
+from tracker.store.spend import WAITING_FOR_BUDGET
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 RESULT_FIELDS = (
     "id", "status", "output_text", "error_message", "error_code", "attempts",
     "provider_batch_id", "model", "provider", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cached_tokens", "reasoning_tokens", "job", "metadata", "cost_usd",
+    "total_tokens", "job", "metadata", "cached_tokens", "reasoning_tokens", "cost_usd",
 )
 
 
@@ -133,6 +134,8 @@ def item_cost(record: dict[str, Any], prices: PriceBook | None) -> str | None:
         return None
     price = prices.price(record["provider"], record["model"]) if prices else None
     prompt = record["prompt_tokens"]
+    if record["completion_tokens"] is None:
+        prompt = None  # a line that gave no complete usage: its cost is unknown
     return usd_text(cost(Usage(prompt=prompt, cached=record["cached_tokens"] or 0,
                                completion=record["completion_tokens"] or 0,
                                reasoning=record["reasoning_tokens"] or 0), price))
@@ -143,26 +146,23 @@ def status_report(engine: Engine, now: float) -> dict[str, Any]:
         return status_of(reader, now)
 
 
-#: Batches that wait for budget: only a person raising it lets them go.
-_WAITING_FOR_BUDGET = "status = 'pending' AND budget_wait IS NOT NULL"
-
-
 def is_idle(engine: Engine, now: float) -> bool:
     """No item waiting or in flight, no batch open (for any worker), and no provider file
     due for deletion (one whose deletes fail and wait for a later try does not count).
-    Batches that wait for budget, and their items, do not count either: nothing changes
-    for them until someone raises the budget."""
+    Batches that wait for budget, and their items, do not count either: a close that
+    releases a hold puts them up for another check (they count again until it), so what is
+    left waits for someone to raise the budget."""
     with engine_snapshot(engine) as reader:
         return not reader.scalar(
             "SELECT EXISTS (SELECT 1 FROM items WHERE status = 'queued') "
             "OR EXISTS (SELECT 1 FROM items WHERE status = 'in_batch' AND batch_id NOT IN "
-            f"(SELECT id FROM batches WHERE {_WAITING_FOR_BUDGET})) "
+            f"(SELECT id FROM batches WHERE {WAITING_FOR_BUDGET})) "
             f"OR EXISTS (SELECT 1 FROM batches WHERE status IN {_OPEN} "
-            f"AND NOT ({_WAITING_FOR_BUDGET})) "
+            f"AND NOT ({WAITING_FOR_BUDGET})) "
             "OR EXISTS (SELECT 1 FROM file_deletions WHERE deleted_at IS NULL "
             "AND due_at <= :now)", {"now": now})
 
 
 def waiting_for_budget(engine: Engine) -> int:
     with engine_snapshot(engine) as reader:
-        return int(reader.scalar(f"SELECT count(*) FROM batches WHERE {_WAITING_FOR_BUDGET}"))
+        return int(reader.scalar(f"SELECT count(*) FROM batches WHERE {WAITING_FOR_BUDGET}"))

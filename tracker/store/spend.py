@@ -24,6 +24,9 @@ def _sql(statement: str) -> TextClause:
 
     return text(statement)
 
+#: Batches held back by the budget gate (an SQL condition on `batches`): only a raised
+#: budget, or a closed batch releasing its hold, lets them go.
+WAITING_FOR_BUDGET = "status = 'pending' AND budget_wait IS NOT NULL"
 #: PostgreSQL advisory lock taken by every budget check: two workers never admit batches
 #: against the same headroom at once (SQLite's single writer does the same).
 BUDGET_LOCK = 7_350_003
@@ -37,6 +40,8 @@ class Spend:
     in_flight: Decimal = Decimal(0)
     spent_by_job: dict[str, Decimal | None] = field(default_factory=dict)
     in_flight_by_job: dict[str, Decimal] = field(default_factory=dict)
+    #: Models (and jobs) with billed lines of unknown cost.
+    unpriced: set[str] = field(default_factory=set)
 
     def job_spent(self, job: str) -> Decimal | None:
         return self.spent_by_job.get(job, Decimal(0))
@@ -45,9 +50,19 @@ class Spend:
         return self.in_flight_by_job.get(job, Decimal(0))
 
 
-def spend_of(reader: Reader, prices: PriceBook) -> Spend:
+def spend_of(reader: Reader, prices: PriceBook, *, leave_out: str | None = None) -> Spend:
+    """`leave_out`: a batch whose own hold is not counted (the one being checked). The holds
+    are read before the ledger: a batch closed between the two reads (PostgreSQL reads each
+    statement afresh) is then counted twice, never not at all."""
     spend = Spend()
     with localcontext(EXACT):
+        for row in reader.rows("SELECT id, job, budget_hold_usd FROM batches WHERE status <> "
+                               "'ingested' AND budget_hold_usd IS NOT NULL"):
+            if row["id"] == leave_out:
+                continue
+            hold = Decimal(row["budget_hold_usd"])
+            spend.in_flight += hold
+            spend.in_flight_by_job[row["job"]] = spend.job_in_flight(row["job"]) + hold
         for row in usage_by(reader, "job"):
             amount = row_cost(row, prices)
             job = str(row["key"])
@@ -56,11 +71,8 @@ def spend_of(reader: Reader, prices: PriceBook) -> Spend:
                 before + amount)
             spend.spent = None if amount is None or spend.spent is None else (
                 spend.spent + amount)
-        for row in reader.rows("SELECT job, budget_hold_usd FROM batches WHERE status <> "
-                               "'ingested' AND budget_hold_usd IS NOT NULL"):
-            hold = Decimal(row["budget_hold_usd"])
-            spend.in_flight += hold
-            spend.in_flight_by_job[row["job"]] = spend.job_in_flight(row["job"]) + hold
+            if amount is None:
+                spend.unpriced.add(f"{row['provider']}/{row['model']} (job {job})")
     return spend
 
 
@@ -72,7 +84,7 @@ def job_budgets(reader: Reader) -> dict[str, Decimal]:
 def waiting_batches(reader: Reader) -> list[dict[str, Any]]:
     return reader.rows(
         "SELECT id AS batch_id, job, model, budget_wait AS reason FROM batches "
-        "WHERE status = 'pending' AND budget_wait IS NOT NULL ORDER BY created_at")
+        f"WHERE {WAITING_FOR_BUDGET} ORDER BY created_at")
 
 
 def set_job_budget(conn: Connection, job: str, budget_usd: Decimal | None, now: float) -> None:
@@ -90,7 +102,7 @@ def recheck_waiting(conn: Connection, now: float, job: str | None = None) -> Non
     of_job = "AND job = :job" if job is not None else ""
     conn.execute(_sql(
         "UPDATE batches SET budget_wait = NULL, next_action_at = :now, updated_at = :now "
-        f"WHERE status = 'pending' AND budget_wait IS NOT NULL {of_job}"),
+        f"WHERE {WAITING_FOR_BUDGET} {of_job}"),
         {"now": now, "job": job})
 
 
@@ -100,12 +112,12 @@ def lock_budgets(conn: Connection) -> None:
 
 
 def unheld_open_batches(conn: Connection) -> list[str]:
-    """Open batches that may reach the provider and hold nothing yet (admitted while no
-    budget applied)."""
+    """Open batches that may exist at the provider and hold nothing yet (sent while no
+    budget applied). A pending batch never sent is not one: it passes the gate first."""
     return list(conn.execute(_sql(
         "SELECT id FROM batches WHERE status <> 'ingested' AND budget_hold_usd IS NULL "
-        "AND duplicate_of IS NULL AND (status <> 'pending' OR create_attempted_at IS NOT NULL "
-        "OR input_file_id IS NOT NULL)")).scalars())
+        "AND duplicate_of IS NULL AND (status <> 'pending' OR create_attempted_at IS NOT NULL)"
+        )).scalars())
 
 
 def set_hold(conn: Connection, batch_id: str, hold: Decimal, now: float) -> bool:

@@ -426,7 +426,7 @@ class FakeBatchState:
                     for key, src in (("input_tokens", "prompt_tokens"),
                                      ("output_tokens", "completion_tokens"),
                                      ("total_tokens", "total_tokens")):
-                        usage[key] += body["usage"][src]
+                        usage[key] += body["usage"].get(src, 0)
                     details = body["usage"]
                     usage["input_tokens_details"]["cached_tokens"] += details.get(
                         "prompt_tokens_details", {}).get("cached_tokens", 0)
