@@ -193,3 +193,33 @@ def test_a_line_without_a_completion_count_costs_unknown(
         report = cost_report(reader, PriceBook(ctx.config))
     assert report["total_usd"] == "unknown"
     assert report["rows"][0]["prompt_tokens"] == 1000
+
+
+def test_a_duplicate_provider_batch_holds_the_same_worst_case_until_closed(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeOpenAI(clock=clock, validating_seconds=1.0, in_progress_seconds=100.0,
+                    cancelling_seconds=1.0, list_lag_seconds=20.0) as server:
+        config = make_config(max_prompts=2, provider={"list_lag_grace": 5.0},
+                             prices_per_million=PRICES)
+        ctx = harness_context(engine, server, clock, tmp_path, config)
+        server.add_fault(Fault(method="POST", path="/v1/batches", kind="drop_after", times=1))
+        enqueue(ctx, {"q0": "question 0 [usage:10,5,0,0]", "q1": "question 1 [usage:10,5,0,0]"},
+                job="capped")
+        with write(engine) as conn:
+            set_job_budget(conn, "capped", Decimal(1), clock())
+
+        def duplicate_found() -> bool:
+            with read(engine) as conn:
+                return bool(conn.execute(text(
+                    "SELECT count(*) FROM batches WHERE duplicate_of IS NOT NULL")).scalar())
+
+        _run_until(ctx, clock, Decimal(1), duplicate_found)
+        with read(engine) as conn:
+            holds = conn.execute(text(
+                "SELECT budget_hold_usd FROM batches ORDER BY duplicate_of IS NULL")).scalars()
+            original_hold, duplicate_hold = sorted(Decimal(h) for h in holds)
+        assert duplicate_hold == original_hold > 0
+        assert _spent_and_in_flight(ctx)[1] == 2 * original_hold
+        drive(ctx, clock)
+        assert items_by_status(ctx) == {"succeeded": 2}
+        assert _spent_and_in_flight(ctx)[1] == 0

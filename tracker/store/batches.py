@@ -143,15 +143,16 @@ def insert_packed(conn: Connection, batch_id: str, provider: str, model: str, jo
 def insert_duplicate(conn: Connection, batch: Batch, duplicate_id: str, extra: ProviderBatch,
                      status: BatchStatus, reason: str, now: float) -> None:
     """A second provider batch for `batch`'s row, with a cancel requested (its results are
-    discarded at ingest)."""
+    discarded at ingest, its lines billed as waste): it holds the same worst case against the
+    budget until it is closed."""
     conn.execute(
         text("INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
              "provider_batch_id, provider_status, item_count, cancel_requested, "
              "duplicate_of, input_file_created_at, create_attempted_at, next_action_at, "
-             "created_at, updated_at, job) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, "
-             ":ps, 0, 1, :dup, :filed, :now, :now, :now, :now, :job)"),
+             "created_at, updated_at, job, budget_hold_usd) VALUES (:id, :p, :m, :e, :status, "
+             ":reason, :pbid, :ps, 0, 1, :dup, :filed, :now, :now, :now, :now, :job, :hold)"),
         {"id": duplicate_id, "p": batch.provider, "m": batch.model, "e": batch.endpoint,
-         "job": batch.job,
+         "job": batch.job, "hold": batch.budget_hold_usd,
          "status": str(status), "pbid": extra.provider_batch_id,
          "ps": extra.provider_status, "dup": batch.id, "filed": batch.input_file_created_at,
          "now": now, "reason": reason})
