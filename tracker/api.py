@@ -168,7 +168,7 @@ class Tracker:
         return Context(engine=self.engine, config=self.config, poll_interval=poll_interval)
 
     def enqueue(self, items: Iterable[Mapping[str, Any]], *, job: str = DEFAULT_JOB,
-                model: str | None = None, provider: str = "openai",
+                model: str | None = None, provider: str | None = None,
                 budget_usd: Decimal | str | None = None) -> EnqueueResult:
         """Add `items` to `job`, all or none. Each item is a dict in the JSONL line format:
         `id`, `input_payload` (`{"messages": [...], ...}`), optional `model` (else the `model`
@@ -180,7 +180,7 @@ class Tracker:
                                       provider=provider, budget_usd=budget_usd)
 
     def enqueue_jsonl(self, stream: IO[bytes], name: str, *, job: str = DEFAULT_JOB,
-                      model: str | None = None, provider: str = "openai",
+                      model: str | None = None, provider: str | None = None,
                       budget_usd: Decimal | str | None = None) -> EnqueueResult:
         """`enqueue` for items already written as JSONL lines (a file opened in binary
         mode); `name` names the stream in error messages."""

@@ -109,7 +109,9 @@ def _open_input(file: str) -> Iterator[tuple[IO[bytes], str]]:
 @cli.command()
 @click.argument("file")
 @click.option("--model", default=None, help="Model for lines that do not name their own.")
-@click.option("--provider", default="openai", show_default=True)
+@click.option("--provider", default=None,
+              help="Provider (a name under batch.providers) for lines that name none; default: "
+                   "openai if configured, else the only provider configured.")
 @click.option("--job", default=None,
               help="The job the items belong to (default: FILE's name without extension; "
                    "stdin for -).")
@@ -118,13 +120,14 @@ def _open_input(file: str) -> Iterator[tuple[IO[bytes], str]]:
                    "case); replaces an earlier one. Also: tracker budget JOB USD.")
 @pass_tracker
 @expected_errors
-def enqueue(tracker: Tracker, file: str, model: str | None, provider: str,
+def enqueue(tracker: Tracker, file: str, model: str | None, provider: str | None,
             job: str | None, budget_usd: str | None) -> None:
     """Add the items of a JSONL FILE (or - for stdin); all or nothing.
 
     Each line: {"id": "...", "input_payload": {"messages": [...], ...}, "model": "...",
-    "metadata": {...}} ("model" and "metadata" optional; "metadata" is kept as given and
-    returned with the result). Re-enqueueing an identical item is skipped.
+    "provider": "...", "metadata": {...}} ("model", "provider" and "metadata" optional;
+    "metadata" is kept as given and returned with the result). Re-enqueueing an identical
+    item is skipped.
 
     Example:
 
@@ -452,7 +455,8 @@ def _secrets(config: TrackerConfig) -> list[str]:
     """The key values in use: from the config, or the environment variables it names."""
     found = []
     for name, section in config.providers.items():
-        variable = section.api_key_env or registry.provider_class(name).api_key_env
+        variable = (section.api_key_env
+                    or registry.provider_class(config.kind_of(name)).api_key_env)
         found.append(section.api_key or (os.environ.get(variable) if variable else None))
     return [value for value in found if value]
 

@@ -7,6 +7,7 @@ Every error is one line naming the file, the YAML line and the key path, e.g.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -49,12 +50,24 @@ class ModelConfig(_Strict):
     max_output_tokens: int | None = Field(default=None, ge=1)
 
 
+#: The provider kind of a section that names none (and whose name is no kind).
+DEFAULT_KIND = "openai"
+#: Kinds a section may be named after before they exist: such a section names its kind, so
+#: it never talks to the wrong API by default.
+PLANNED_KINDS = frozenset({"anthropic"})
+#: Provider names: they label items, results and metrics.
+PROVIDER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
 #: Provider keys that steer the tracker, not the provider's client.
 TRACKER_POLICY_KEYS = frozenset({"enabled", "max_attempts", "not_found_grace", "list_lag_grace",
-                                 "delete_files"})
+                                 "delete_files", "kind"})
 
 
 class ProviderConfig(_Strict):
+    #: Which API this provider speaks (a registered provider kind); None: the section's own
+    #: name if a kind has that name, else openai. Several sections may share a kind (e.g.
+    #: `azure` and `together` beside `openai`, each with its own base_url and key).
+    kind: str | None = None
     enabled: bool = True
     models: list[ModelConfig] = Field(default_factory=list)
     api_key: str | None = None
@@ -100,6 +113,16 @@ class TrackerConfig(_Strict):
     @property
     def providers(self) -> dict[str, ProviderConfig]:
         return self.batch.providers
+
+    def kind_of(self, name: str) -> str:
+        """The API provider `name` speaks: its `kind`, else its own name if a kind has that
+        name, else openai."""
+        from tracker.providers import registry
+
+        section = self.provider(name)
+        if section.kind:
+            return section.kind
+        return name if name in registry.known_providers() else DEFAULT_KIND
 
     def provider(self, name: str) -> ProviderConfig:
         try:
@@ -177,11 +200,21 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:
         line = _yaml_line(root, loc)
         where = f"{source}:{line}" if line else str(source)
         raise ConfigError(f"{where}: {_key_path(loc)}: {_message(error)}") from None
-    for name in config.batch.providers:
-        if name not in registry.known_providers():
+    for name, section in config.batch.providers.items():
+        if not PROVIDER_NAME.fullmatch(name):
+            line = _yaml_line(root, ("batch", "providers", name))
+            raise ConfigError(f"{source}:{line}: batch.providers.{name}: a provider name is 1 to "
+                              "64 letters, digits, '_', '-' or '.'")
+        if section.kind is None and name in PLANNED_KINDS - set(registry.known_providers()):
             line = _yaml_line(root, ("batch", "providers", name))
             raise ConfigError(
-                f"{source}:{line}: batch.providers.{name}: unknown provider "
+                f"{source}:{line}: batch.providers.{name}: the {name} kind is not available "
+                f"yet (known: {', '.join(registry.known_providers())}); for an OpenAI-compatible "
+                "server of that name give kind: openai")
+        if section.kind is not None and section.kind not in registry.known_providers():
+            line = _yaml_line(root, ("batch", "providers", name, "kind"))
+            raise ConfigError(
+                f"{source}:{line}: batch.providers.{name}.kind: unknown kind {section.kind!r} "
                 f"(known: {', '.join(registry.known_providers())})"
             )
     return config

@@ -189,7 +189,8 @@ class Context:
         with self._providers_lock:  # the steps' threads share one client per provider
             if name not in self.providers:
                 options = self.config.provider(name).client_options()
-                self.providers[name] = registry.create_provider(name, options)
+                self.providers[name] = registry.create_provider(self.config.kind_of(name),
+                                                                options)
                 if self.count_call is not None:
                     self.providers[name].call_observer = functools.partial(
                         self.count_call, name)
@@ -199,7 +200,8 @@ class Context:
         """What knows the provider's limits and endpoints: the provider object when one is
         built (an instance may lower its limits), else its class (packing needs no
         credentials)."""
-        return self.providers.get(provider) or registry.provider_class(provider)
+        return self.providers.get(provider) or registry.provider_class(
+            self.config.kind_of(provider))
 
     def batch_limits(self, provider: str) -> tuple[int, int]:
         """`(max lines, max bytes)` of one provider batch."""

@@ -94,8 +94,9 @@ def _find(value: object, bad: Callable[[object], bool], path: str = "") -> tuple
 
 
 def _parse_line(
-    raw: bytes, where: str, default_model: str | None, accepts: dict[str, bool]
-) -> tuple[str, str, str, int, str | None]:
+    raw: bytes, where: str, default_model: str | None, default_provider: str | None,
+    accepts: dict[str, dict[str, bool]],
+) -> tuple[str, str, str, str, int, str | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -131,22 +132,31 @@ def _parse_line(
         raise InputError(
             f"{where}: field 'input_payload.stream': streaming is not supported by batch APIs"
         )
+    provider = record.get("provider", default_provider)
+    if provider is None:
+        raise InputError(f"{where}: no provider: give --provider or a \"provider\" field "
+                         f"(configured: {', '.join(sorted(accepts))}; id {item_id!r})")
+    if not isinstance(provider, str) or provider not in accepts:
+        raise InputError(f"{where}: field 'provider': {provider!r} is not configured "
+                         f"(configured: {', '.join(sorted(accepts))})")
+    models = accepts[provider]
     model = record.get("model", default_model)
     if not isinstance(model, str) or not model:
         raise InputError(f"{where}: no model: give --model or a \"model\" field (id {item_id!r})")
-    if model not in accepts:
+    if model not in models:
         raise InputError(
-            f"{where}: field 'model': {model!r} is not configured "
-            f"(configured: {', '.join(sorted(accepts)) or 'none'})"
+            f"{where}: field 'model': {model!r} is not configured for provider {provider!r} "
+            f"(configured: {', '.join(sorted(models)) or 'none'})"
         )
-    if not accepts[model]:
+    if not models[model]:
         raise InputError(f"{where}: field 'model': {model!r} is not enabled in the config")
     payload_json = _PAYLOAD_ENCODER.encode(payload)
     if not payload_json.isascii() and _LONE_SURROGATE.search(payload_json):
         path, _ = _find(payload, lambda v: isinstance(v, str) and bool(_LONE_SURROGATE.search(v)))
         raise InputError(f"{where}: field 'input_payload.{path}': holds a lone UTF-16 "
                          "surrogate (an escape like \\ud800 without its pair), which is not text")
-    return item_id, model, payload_json, estimate_tokens(payload_json), _metadata(record, where)
+    return (item_id, provider, model, payload_json, estimate_tokens(payload_json),
+            _metadata(record, where))
 
 
 def _metadata(record: dict[str, object], where: str) -> str | None:
@@ -180,8 +190,24 @@ def _lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
-def model_acceptance(config: TrackerConfig, provider: str) -> dict[str, bool]:
-    """Models of `provider` in the config, and whether each may be used (provider enabled)."""
+def model_acceptance(config: TrackerConfig) -> dict[str, dict[str, bool]]:
+    """Per configured provider, its models and whether each may be used (provider enabled)."""
+    return {name: _models_of(config, name) for name in config.providers}
+
+
+def default_provider(config: TrackerConfig, given: str | None) -> str | None:
+    """The provider of lines that name none: `given` (which must be configured), else
+    `openai` when configured, else the only provider configured, else none (every line must
+    name its own)."""
+    if given is not None:
+        config.provider(given)  # one clear error for a provider not in the config
+        return given
+    if "openai" in config.providers:
+        return "openai"
+    return next(iter(config.providers)) if len(config.providers) == 1 else None
+
+
+def _models_of(config: TrackerConfig, provider: str) -> dict[str, bool]:
     section = config.provider(provider)
     return {m.name: section.enabled for m in section.models}
 
@@ -192,7 +218,7 @@ def enqueue_stream(
     name: str,
     config: TrackerConfig,
     *,
-    provider: str = "openai",
+    provider: str | None = None,
     default_model: str | None = None,
     job: str = DEFAULT_JOB,
     budget_usd: Decimal | None = None,
@@ -201,7 +227,8 @@ def enqueue_stream(
     """Insert every item of `stream` into `job`, or none; raise `InputError` naming the line.
     `database`: an engine, or the path of an SQLite file that holds the newest schema.
     `budget_usd`: the job's spending limit from now on (in the same transaction)."""
-    accepts = model_acceptance(config, provider)
+    accepts = model_acceptance(config)
+    provider = default_provider(config, provider)
     job = check_job_name(job)
     with ItemInserter(database) as inserter:
         result = _insert_all(inserter, stream, name, provider, default_model, accepts, job, now)
@@ -243,9 +270,9 @@ def _insert_all(
     inserter: ItemInserter,
     stream: IO[bytes],
     name: str,
-    provider: str,
+    provider: str | None,
     default_model: str | None,
-    accepts: dict[str, bool],
+    accepts: dict[str, dict[str, bool]],
     job: str,
     now: float,
 ) -> EnqueueResult:
@@ -263,10 +290,10 @@ def _insert_all(
     with WriterThread(write, threaded=inserter.waits_for_server) as writer:
         for number, raw in _lines(stream, name):
             seen += 1
-            item_id, model, payload_json, tokens, metadata = _parse_line(
-                raw, f"{name}:{number}", default_model, accepts
+            item_id, line_provider, model, payload_json, tokens, metadata = _parse_line(
+                raw, f"{name}:{number}", default_model, provider, accepts
             )
-            rows.append((item_id, provider, model, payload_json, tokens, job, metadata, stamp,
+            rows.append((item_id, line_provider, model, payload_json, tokens, job, metadata, stamp,
                          stamp))
             numbers.append(number)
             if len(rows) >= CHUNK:

@@ -107,8 +107,9 @@ ConfiguredModels = dict[tuple[str, str], dict[str, Any]]
 
 class PriceBook:
     """Prices and output caps of every configured model (config first, then the packaged
-    table; the packaged table holds OpenAI's models, so it serves the `openai` provider), and
-    the config's `batch.budget_usd`."""
+    table, which holds OpenAI's own prices: it serves the providers of kind openai that talk
+    to OpenAI itself, i.e. with no `base_url` of their own; another host's prices go in its
+    config), and the config's `batch.budget_usd`."""
 
     def __init__(self, config: TrackerConfig) -> None:
         limit = config.batch.budget_usd
@@ -116,11 +117,15 @@ class PriceBook:
             "prices_per_million": m.prices_per_million.model_dump()
             if m.prices_per_million else None, "max_output_tokens": m.max_output_tokens}
             for provider, section in config.providers.items() for m in section.models},
-            None if limit is None else to_decimal(limit))
+            None if limit is None else to_decimal(limit),
+            {provider for provider, section in config.providers.items()
+             if config.kind_of(provider) == "openai" and not section.base_url})
 
-    def _init(self, configured: ConfiguredModels, budget_usd: Decimal | None) -> None:
+    def _init(self, configured: ConfiguredModels, budget_usd: Decimal | None,
+              at_openai: set[str]) -> None:
         self._configured = configured
         self.budget_usd = budget_usd
+        self._at_openai = at_openai
         self._found: dict[tuple[str, str], ModelLimits] = {}
 
     @classmethod
@@ -145,7 +150,7 @@ class PriceBook:
         """The packaged table alone, and no budget (for reports when the config cannot be
         read)."""
         book = cls.__new__(cls)
-        book._init({}, None)
+        book._init({}, None, {"openai"})
         return book
 
     def limits(self, provider: str, model: str) -> ModelLimits:
@@ -159,7 +164,7 @@ class PriceBook:
 
     def _look_up(self, provider: str, model: str) -> ModelLimits:
         configured = self._configured.get((provider, model), {})
-        packaged = packaged_table().get(model, {}) if provider == "openai" else {}
+        packaged = packaged_table().get(model, {}) if provider in self._at_openai else {}
         price = _price(configured.get("prices_per_million")
                        or packaged.get("prices_per_million"))
         cap = configured.get("max_output_tokens") or packaged.get("max_output_tokens")
@@ -174,10 +179,17 @@ def _number(value: Any, *, whole: bool = False) -> Any:
     return value
 
 
-def _price_keys(data: Any) -> tuple[ConfiguredModels, Decimal | None]:
+def _price_keys(data: Any) -> tuple[ConfiguredModels, Decimal | None, set[str]]:
     batch = data["batch"]
+    from tracker.providers import registry
+
     configured: ConfiguredModels = {}
+    at_openai: set[str] = set()
     for provider, section in batch["providers"].items():
+        kind = (section or {}).get("kind") or (
+            provider if provider in registry.known_providers() else "openai")
+        if kind == "openai" and not (section or {}).get("base_url"):
+            at_openai.add(str(provider))
         for model in (section or {}).get("models") or []:
             prices = model.get("prices_per_million")
             if prices is not None:
@@ -189,7 +201,7 @@ def _price_keys(data: Any) -> tuple[ConfiguredModels, Decimal | None]:
                 "prices_per_million": prices,
                 "max_output_tokens": None if cap is None else _number(cap, whole=True)}
     limit = batch.get("budget_usd")
-    return configured, None if limit is None else to_decimal(_number(limit))
+    return configured, None if limit is None else to_decimal(_number(limit)), at_openai
 
 
 def _price(entry: dict[str, Any] | None) -> Price | None:

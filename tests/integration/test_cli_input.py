@@ -176,8 +176,8 @@ def test_enqueue__million_lines_one_bad_near_the_end(tmp_path: Path, db_url: str
     "config_text,fragment",
     [
         ("batch: {providers: {openai: {models: [}}\n", "YAML syntax error"),
-        ("batch:\n  providers:\n    acme: {}\n",
-         "c.yaml:3: batch.providers.acme: unknown provider"),
+        ("batch:\n  providers:\n    acme: {kind: acme}\n",
+         "c.yaml:3: batch.providers.acme.kind: unknown kind 'acme'"),
         ("batch:\n  providers:\n    openai:\n      colour: blue\n", "c.yaml:4: "
                                                                      "batch.providers.openai.colour"),
         ("batch:\n  providers:\n    openai:\n      models:\n        - name: m\n"

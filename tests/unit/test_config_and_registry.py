@@ -38,7 +38,11 @@ def test_load_config__packaged_default() -> None:
     "text,line,fragment",
     [
         (GOOD.replace("      models:", "     models:"), 5, "YAML syntax error"),
-        (GOOD.replace("openai:", "anthropic:"), 3, "batch.providers.anthropic: unknown provider"),
+        (GOOD.replace("openai:", "anthropic:"), 3,
+         "batch.providers.anthropic: the anthropic kind is not available yet"),
+        (GOOD.replace("enabled: true", "kind: nope"), 4,
+         "batch.providers.openai.kind: unknown kind 'nope'"),
+        (GOOD.replace("openai:", "my host:"), 3, "batch.providers.my host: a provider name is"),
         (GOOD.replace("enabled: true", "enabeld: true"), 4, "batch.providers.openai.enabeld: "
                                                             "unknown key"),
         (GOOD.replace("        - name: gpt-5-mini\n", "        - nick: gpt-5-mini\n"), 6,
