@@ -38,7 +38,9 @@ class PricesConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    mode: Literal["chat"] = "chat"
+    #: The endpoint its requests go to: chat (/v1/chat/completions), embedding
+    #: (/v1/embeddings), responses (/v1/responses) or completion (/v1/completions).
+    mode: Literal["chat", "embedding", "responses", "completion"] = "chat"
     max_prompts_per_batch: int = Field(default=50_000, ge=1, le=50_000)
     pricing_tier: Literal["batch"] = "batch"
     #: Cap on estimated prompt tokens in flight for this model (None: no cap).

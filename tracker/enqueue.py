@@ -95,7 +95,7 @@ def _find(value: object, bad: Callable[[object], bool], path: str = "") -> tuple
 
 def _parse_line(
     raw: bytes, where: str, default_model: str | None, default_provider: str | None,
-    accepts: dict[str, dict[str, bool]],
+    accepts: dict[str, dict[str, tuple[bool, str]]],
 ) -> tuple[str, str, str, str, int, str | None]:
     try:
         text = raw.decode("utf-8")
@@ -123,11 +123,6 @@ def _parse_line(
     payload = record.get("input_payload")
     if not isinstance(payload, dict):
         raise InputError(f"{where}: field 'input_payload' must be an object (id {item_id!r})")
-    messages = payload.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InputError(
-            f"{where}: field 'input_payload.messages' must be a non-empty list (id {item_id!r})"
-        )
     if payload.get("stream"):
         raise InputError(
             f"{where}: field 'input_payload.stream': streaming is not supported by batch APIs"
@@ -148,8 +143,10 @@ def _parse_line(
             f"{where}: field 'model': {model!r} is not configured for provider {provider!r} "
             f"(configured: {', '.join(sorted(models)) or 'none'})"
         )
-    if not models[model]:
+    enabled, mode = models[model]
+    if not enabled:
         raise InputError(f"{where}: field 'model': {model!r} is not enabled in the config")
+    _check_request(payload, mode, where, item_id)
     payload_json = _PAYLOAD_ENCODER.encode(payload)
     if not payload_json.isascii() and _LONE_SURROGATE.search(payload_json):
         path, _ = _find(payload, lambda v: isinstance(v, str) and bool(_LONE_SURROGATE.search(v)))
@@ -190,8 +187,24 @@ def _lines(stream: IO[bytes], name: str) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
-def model_acceptance(config: TrackerConfig) -> dict[str, dict[str, bool]]:
-    """Per configured provider, its models and whether each may be used (provider enabled)."""
+def _check_request(payload: dict[str, object], mode: str, where: str, item_id: str) -> None:
+    """The field the model's mode needs: chat `messages` (a non-empty list); embedding and
+    responses `input`, completion `prompt` (a non-empty string or list)."""
+    field = {"embedding": "input", "responses": "input", "completion": "prompt"}.get(
+        mode, "messages")
+    value = payload.get(field)
+    if mode == "chat" and (not isinstance(value, list) or not value):
+        raise InputError(
+            f"{where}: field 'input_payload.messages' must be a non-empty list (id {item_id!r})"
+        )
+    if mode != "chat" and (not isinstance(value, str | list) or not value):
+        raise InputError(f"{where}: field 'input_payload.{field}' must be a non-empty string "
+                         f"or list for a {mode} model (id {item_id!r})")
+
+
+def model_acceptance(config: TrackerConfig) -> dict[str, dict[str, tuple[bool, str]]]:
+    """Per configured provider, its models: whether each may be used (provider enabled),
+    and its mode."""
     return {name: _models_of(config, name) for name in config.providers}
 
 
@@ -207,9 +220,9 @@ def default_provider(config: TrackerConfig, given: str | None) -> str | None:
     return next(iter(config.providers)) if len(config.providers) == 1 else None
 
 
-def _models_of(config: TrackerConfig, provider: str) -> dict[str, bool]:
+def _models_of(config: TrackerConfig, provider: str) -> dict[str, tuple[bool, str]]:
     section = config.provider(provider)
-    return {m.name: section.enabled for m in section.models}
+    return {m.name: (section.enabled, m.mode) for m in section.models}
 
 
 def enqueue_stream(
@@ -272,7 +285,7 @@ def _insert_all(
     name: str,
     provider: str | None,
     default_model: str | None,
-    accepts: dict[str, dict[str, bool]],
+    accepts: dict[str, dict[str, tuple[bool, str]]],
     job: str,
     now: float,
 ) -> EnqueueResult:

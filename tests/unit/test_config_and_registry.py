@@ -50,7 +50,7 @@ def test_load_config__packaged_default() -> None:
         (GOOD.replace("enabled: true", 'enabled: "yes"'), 4, "openai.enabled: input should be"),
         (GOOD.replace("20", "0"), 8, "models[0].max_prompts_per_batch: input should be greater"),
         (GOOD.replace("20", "50001"), 8, "max_prompts_per_batch: input should be less"),
-        (GOOD.replace("mode: chat", "mode: embedding"), 7, "models[0].mode"),
+        (GOOD.replace("mode: chat", "mode: images"), 7, "models[0].mode"),
         ("providers: {}\n", 1, "batch: required key is missing"),
         ("- 1\n", None, "expected a mapping"),
         (GOOD + "source: elsewhere\n", 10, "source: unknown key"),

@@ -138,9 +138,16 @@ def test_prepare_payloads__stored_payload_with_a_non_finite_number__refused_alon
         _provider().prepare_payloads(items, "gpt-4o", "chat", directory=tmp_path)
 
 
-def test_prepare_payloads__only_chat_mode(tmp_path: Path) -> None:
-    with pytest.raises(PermanentProviderError, match="only 'chat'"):
+def test_prepare_payloads__modes_and_their_endpoints(tmp_path: Path) -> None:
+    with pytest.raises(PermanentProviderError, match="mode 'images' is not supported"):
+        _provider().prepare_payloads(ITEMS, "gpt-4", "images", directory=tmp_path)
+    with pytest.raises(InvalidItemError, match="input_payload.input must be a string or a list"):
         _provider().prepare_payloads(ITEMS, "gpt-4", "embedding", directory=tmp_path)
+    embedding = [{"id": "e", "input_payload": {"input": ["a", "b"]}}]
+    prepared = _provider().prepare_payloads(embedding, "text-embedding-3-small", "embedding",
+                                            directory=tmp_path)
+    assert prepared.endpoint == "/v1/embeddings"
+    assert json.loads(prepared.jsonl_path.read_text())["url"] == "/v1/embeddings"
 
 
 @pytest.mark.parametrize("model", ["gpt-3.5-turbo", "gpt-3.5-turbo-0125", "gpt-4", "gpt-4-turbo",

@@ -101,7 +101,7 @@ class ResultsNotReady(TransientProviderError):
 
 class StoredPayload(Mapping[str, Any]):
     """An item's payload as the tracker stored it: JSON text that enqueue wrote after checking
-    it (an object with a non-empty `messages` list, no `stream`, only finite numbers). Reads
+    it (an object with the field its model's mode needs, no `stream`, only finite numbers). Reads
     as a mapping, parsed on first use; a provider may copy `json_text` into its request line
     as it is instead of parsing and encoding it again."""
 

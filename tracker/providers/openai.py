@@ -56,12 +56,19 @@ STATUS_MAP: dict[str, NormalizedStatus] = {
     "cancelling": NormalizedStatus.IN_PROGRESS,
 }
 
-ENDPOINTS = {"chat": "/v1/chat/completions"}
+ENDPOINTS = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings",
+             "responses": "/v1/responses", "completion": "/v1/completions"}
+#: The field each mode's request must carry (chat: a non-empty list).
+REQUIRED_FIELD = {"chat": "messages", "embedding": "input", "responses": "input",
+                  "completion": "prompt"}
+#: "A single batch may include up to 50,000 embedding inputs across all requests."
+MAX_EMBEDDING_INPUTS = 50_000
 MAX_LINES_PER_BATCH = 50_000
 #: The most batches one page of `GET /v1/batches` returns.
 LIST_PAGE_SIZE = 100
 MAX_BYTES_PER_BATCH = 200 * 1024 * 1024
-#: With no model list in the config, the seed's families and their variants are accepted.
+#: With no model list in the config, the seed's families and their variants are accepted
+#: for chat (the seed's list is of chat models; other modes take any model name).
 SEED_MODEL_FAMILIES = re.compile(
     r"^(gpt-3\.5-turbo|gpt-4o|gpt-4(\.\d+)?|gpt-5(\.\d+)?)(-[A-Za-z0-9.\-]+)?$"
 )
@@ -124,6 +131,12 @@ def _copyable(json_text: str) -> bool:
     contains one of the words costs only the slower path."""
     return (json_text.startswith("{") and json_text.endswith("}") and json_text != "{}"
             and not any(word in json_text for word in _NOT_COPIED))
+
+
+def embedding_inputs(payload: Any) -> int:
+    """How many inputs an embedding request holds (a list's length; one for a string)."""
+    value = payload.get("input") if isinstance(payload, Mapping) else None
+    return len(value) if isinstance(value, list) else 1
 
 
 def _line_around(custom_id: str, endpoint: str, model: str, json_text: str) -> bytes:
@@ -235,12 +248,18 @@ class OpenAIBatchProvider(BaseBatchProvider):
         path = Path(name)
         custom_ids: list[str] = []
         seen: set[str] = set()
-        size = 0
+        size = inputs = 0
         try:
             with os.fdopen(fd, "wb") as out:
                 for position, item in enumerate(items, start=1):
-                    line = self._jsonl_line(item, position, model, endpoint, seen)
+                    line = self._jsonl_line(item, position, model, endpoint, seen, mode)
                     size += len(line[1])
+                    if mode == "embedding":
+                        inputs += embedding_inputs(item.get("input_payload"))
+                        if inputs > MAX_EMBEDDING_INPUTS and custom_ids:
+                            raise BatchTooLarge(
+                                f"a batch holds at most {MAX_EMBEDDING_INPUTS} embedding "
+                                "inputs", fits=len(custom_ids))
                     if len(custom_ids) + 1 > self.max_lines_per_batch:
                         raise BatchTooLarge(
                             f"a batch holds at most {self.max_lines_per_batch} requests",
@@ -454,7 +473,8 @@ class OpenAIBatchProvider(BaseBatchProvider):
     def _check_model(self, model: str, mode: str) -> str:
         if mode not in ENDPOINTS:
             raise PermanentProviderError(
-                f"mode {mode!r} is not supported for batches; only 'chat' is",
+                f"mode {mode!r} is not supported for batches (supported: "
+                f"{', '.join(ENDPOINTS)})",
                 code="unsupported_mode",
             )
         if self._models:
@@ -469,7 +489,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
                     f"model {model!r} is configured for mode {self._models[model]!r}, not {mode!r}",
                     code="unsupported_mode",
                 )
-        elif not SEED_MODEL_FAMILIES.match(model):
+        elif mode == "chat" and not SEED_MODEL_FAMILIES.match(model):
             raise PermanentProviderError(
                 f"model {model!r} is not a supported OpenAI chat model "
                 "(gpt-3.5-turbo, gpt-4, gpt-4o, gpt-5 and their variants)",
@@ -479,7 +499,8 @@ class OpenAIBatchProvider(BaseBatchProvider):
 
     @staticmethod
     def _jsonl_line(
-        item: Mapping[str, Any], position: int, model: str, endpoint: str, seen: set[str]
+        item: Mapping[str, Any], position: int, model: str, endpoint: str, seen: set[str],
+        mode: str = "chat",
     ) -> tuple[str, bytes]:
         custom_id = item.get("id")
         if not isinstance(custom_id, str) or not custom_id:
@@ -490,9 +511,12 @@ class OpenAIBatchProvider(BaseBatchProvider):
         payload = item.get("input_payload")
         if isinstance(payload, StoredPayload) and _copyable(payload.json_text):
             return custom_id, _line_around(custom_id, endpoint, model, payload.json_text)
-        if not isinstance(payload, Mapping) or not isinstance(payload.get("messages"), list):
+        field = REQUIRED_FIELD.get(mode, "messages")
+        if not isinstance(payload, Mapping) or not isinstance(
+                payload.get(field), list if mode == "chat" else (list, str)):
             raise InvalidItemError(
-                f"item {custom_id!r}: input_payload.messages must be a list",
+                f"item {custom_id!r}: input_payload.{field} must be "
+                f"{'a list' if mode == 'chat' else 'a string or a list'}",
                 custom_id=custom_id)
         if payload.get("stream"):
             raise InvalidItemError(

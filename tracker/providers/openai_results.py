@@ -18,10 +18,15 @@ class CorruptResultLine(ValueError):
 
 
 def _assistant_text(body: dict[str, Any]) -> str | None:
+    """The text a result body holds: a chat message's content, a completion's text, or a
+    response's output_text parts (an embedding has none: its vector stays in output_data)."""
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
-        return None
-    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        return _response_text(body.get("output"))
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    if isinstance(first.get("text"), str):
+        return str(first["text"])  # /v1/completions
+    message = first.get("message")
     if not isinstance(message, dict):
         return None
     content = message.get("content")
@@ -31,6 +36,17 @@ def _assistant_text(body: dict[str, Any]) -> str | None:
     if content is None and message.get("refusal"):
         return None
     return content if isinstance(content, str) else None
+
+
+def _response_text(output: Any) -> str | None:
+    """/v1/responses: the `output_text` parts of its message items, joined."""
+    if not isinstance(output, list):
+        return None
+    parts = [part.get("text", "") for item in output
+             if isinstance(item, dict) and item.get("type") == "message"
+             for part in item.get("content") or []
+             if isinstance(part, dict) and part.get("type") == "output_text"]
+    return "".join(parts) if parts else None
 
 
 def _http_error_message(body: Any, status_code: int) -> tuple[str, str | None]:
@@ -85,8 +101,9 @@ def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> P
                 is_success=True,
                 status_code=status_code,
                 prompt_tokens=_count(usage.get("prompt_tokens", usage.get("input_tokens"))),
-                completion_tokens=_count(usage.get("completion_tokens",
-                                                   usage.get("output_tokens"))),
+                completion_tokens=_count(usage.get(
+                    "completion_tokens", usage.get(
+                        "output_tokens", 0 if body_map.get("object") == "list" else None))),
                 total_tokens=_count(usage.get("total_tokens")),
                 cached_tokens=_detail(usage, "prompt_tokens_details", "input_tokens_details",
                                       "cached_tokens"),

@@ -111,17 +111,56 @@ class BatchRecord:
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
-    return len(json.dumps(body.get("messages", ""))) // 4 + 1
+    return len(json.dumps(body.get("messages", body.get("input", body.get("prompt", ""))))) // 4 + 1
 
 
 def last_user_text(body: dict[str, Any]) -> str:
+    """The text the markers are read from: the last chat message, else a completion's
+    `prompt` or an embedding's or response's `input` (a list's strings joined)."""
     messages = body.get("messages") or []
     if not messages:
-        return ""
+        other = body.get("input", body.get("prompt", ""))
+        if isinstance(other, list):
+            return " ".join(part if isinstance(part, str) else json.dumps(part)
+                            for part in other)
+        return str(other)
     content = messages[-1].get("content", "") if isinstance(messages[-1], dict) else ""
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
     return str(content)
+
+
+def other_endpoint_body(endpoint: str, body: dict[str, Any], reply: str, prompt: int,
+                        completion: int, cached: int, reasoning: int,
+                        created: int) -> dict[str, Any]:
+    """A successful body of /v1/embeddings, /v1/responses or /v1/completions (§3.2 shapes)."""
+    if endpoint == "/v1/embeddings":
+        inputs = body.get("input")
+        count = len(inputs) if isinstance(inputs, list) else 1
+        return {"object": "list", "model": body.get("model"),
+                "data": [{"object": "embedding", "index": i,
+                          "embedding": [round(0.001 * (i + k), 6) for k in range(8)]}
+                         for i in range(count)],
+                "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+    if endpoint == "/v1/responses":
+        return {"id": f"resp_{uuid.uuid4().hex[:24]}", "object": "response",
+                "created_at": created, "status": "completed", "model": body.get("model"),
+                "output": [{"type": "message", "id": f"msg_{uuid.uuid4().hex[:24]}",
+                            "status": "completed", "role": "assistant",
+                            "content": [{"type": "output_text", "text": reply,
+                                         "annotations": []}]}],
+                "usage": {"input_tokens": prompt,
+                          "input_tokens_details": {"cached_tokens": cached},
+                          "output_tokens": completion,
+                          "output_tokens_details": {"reasoning_tokens": reasoning},
+                          "total_tokens": prompt + completion}}
+    return {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
+            "created": created, "model": body.get("model"),
+            "choices": [{"index": 0, "text": reply, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion,
+                      "prompt_tokens_details": {"cached_tokens": cached},
+                      "completion_tokens_details": {"reasoning_tokens": reasoning}}}
 
 
 class FakeBatchState:
@@ -416,7 +455,7 @@ class FakeBatchState:
             custom_id = line["custom_id"]
             started = "in_progress_at" in b.times
             if started and self._line_finish_time(b, line) <= cutoff:
-                code, body = self._run(custom_id, line["body"])
+                code, body = self._run(custom_id, line["body"], line["url"])
                 entry = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": custom_id,
                          "response": {"status_code": code,
                                       "request_id": f"req_{uuid.uuid4().hex[:24]}",
@@ -462,7 +501,8 @@ class FakeBatchState:
         b.status = status
         b.times[f"{status}_at"] = at
 
-    def _run(self, custom_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _run(self, custom_id: str, body: dict[str, Any],
+             endpoint: str = "/v1/chat/completions") -> tuple[int, dict[str, Any]]:
         if self.responder is not None:
             return self.responder(custom_id, body)
         text = last_user_text(body)
@@ -486,6 +526,9 @@ class FakeBatchState:
         exact = _USAGE.search(text)
         if exact:
             prompt, completion, cached, reasoning = (int(n) for n in exact.groups())
+        if endpoint != "/v1/chat/completions":
+            return 200, other_endpoint_body(endpoint, body, reply, prompt, completion,
+                                            cached, reasoning, int(self.clock()))
         return 200, {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion",
             "created": int(self.clock()), "model": body.get("model"),
