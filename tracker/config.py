@@ -205,8 +205,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:
     for name, section in config.batch.providers.items():
         if not PROVIDER_NAME.fullmatch(name):
             line = _yaml_line(root, ("batch", "providers", name))
-            raise ConfigError(f"{source}:{line}: batch.providers.{name}: a provider name is 1 to "
-                              "64 letters, digits, '_', '-' or '.'")
+            raise ConfigError(f"{source}:{line}: batch.providers.{name!r}: a provider name is 1 "
+                              "to 64 letters, digits, '_', '-' or '.'")
         if section.kind is None and name in PLANNED_KINDS - set(registry.known_providers()):
             line = _yaml_line(root, ("batch", "providers", name))
             raise ConfigError(

@@ -127,7 +127,7 @@ def _parse_line(
         raise InputError(
             f"{where}: field 'input_payload.stream': streaming is not supported by batch APIs"
         )
-    provider = record.get("provider", default_provider)
+    provider = record.get("provider") or default_provider
     if provider is None:
         raise InputError(f"{where}: no provider: give --provider or a \"provider\" field "
                          f"(configured: {', '.join(sorted(accepts))}; id {item_id!r})")

@@ -21,6 +21,7 @@ from tracker.enqueue import enqueue_stream
 from tracker.errors import InputError
 from tracker.pricing import PriceBook
 from tracker.providers import openai as openai_provider
+from tracker.steps.pack import pack
 from tracker.store.reader import engine_snapshot
 from tracker.store.reports import results_of
 from tracker.testing.fake_openai import FakeOpenAI, ManualClock
@@ -107,3 +108,37 @@ def test_modes__a_request_without_its_mode_field_is_refused_naming_the_line(
     with pytest.raises(InputError, match=message):
         _enqueue(ctx, record)
     assert items(ctx) == {}
+
+
+def test_embedding__one_request_over_the_limit_fails_alone(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openai_provider, "MAX_EMBEDDING_INPUTS", 5)
+    ctx = _context(engine, server, clock, tmp_path)
+    _enqueue(ctx, {"id": "a-big", "model": "text-embedding-3-small",
+                   "input_payload": {"input": [f"x{i}" for i in range(7)]}},
+             {"id": "b-small", "model": "text-embedding-3-small",
+              "input_payload": {"input": ["y"]}})
+    drive(ctx, clock)
+    stored = items(ctx)
+    assert (stored["a-big"].status, stored["b-small"].status) == ("failed", "succeeded")
+    assert "larger than one batch may be" in stored["a-big"].error_message
+
+
+def test_a_mode_changed_after_packing__items_are_packed_again_for_the_new_endpoint(
+        engine: Engine, server: FakeOpenAI, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = _context(engine, server, clock, tmp_path)
+    chat = [dict(m, mode="chat") if m["name"] == "gpt-4.1-mini" else m for m in MODELS]
+    ctx.config = TrackerConfig.model_validate({"batch": {"providers": {"openai": {
+        "models": chat}}}})
+    _enqueue(ctx, {"id": "r1", "model": "gpt-4.1-mini", "input_payload": {
+        "input": "Say hi", "messages": [{"role": "user", "content": "Say hi"}]}})
+    pack(ctx)  # packed for /v1/chat/completions
+    ctx.config = TrackerConfig.model_validate({"batch": {"providers": {"openai": {
+        "models": MODELS}}}})  # the user corrects the mode to responses
+    drive(ctx, clock)
+    stored = items(ctx)["r1"]
+    assert (stored.status, stored.attempts) == ("succeeded", 1)
+    assert [(b.endpoint, b.status) for b in batches(ctx)] == [
+        ("/v1/chat/completions", "ingested"), ("/v1/responses", "ingested")]
+    assert all(b.endpoint == "/v1/responses" for b in server.batches.values())

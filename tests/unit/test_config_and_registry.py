@@ -42,7 +42,7 @@ def test_load_config__packaged_default() -> None:
          "batch.providers.anthropic: the anthropic kind is not available yet"),
         (GOOD.replace("enabled: true", "kind: nope"), 4,
          "batch.providers.openai.kind: unknown kind 'nope'"),
-        (GOOD.replace("openai:", "my host:"), 3, "batch.providers.my host: a provider name is"),
+        (GOOD.replace("openai:", "my host:"), 3, "batch.providers.'my host': a provider name is"),
         (GOOD.replace("enabled: true", "enabeld: true"), 4, "batch.providers.openai.enabeld: "
                                                             "unknown key"),
         (GOOD.replace("        - name: gpt-5-mini\n", "        - nick: gpt-5-mini\n"), 6,

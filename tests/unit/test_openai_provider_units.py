@@ -304,3 +304,21 @@ def test_read_result_file__a_byte_order_mark_is_not_part_of_the_first_line(
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(SUCCESS).encode() + b"\n")
     [row] = list(read_result_file(path))
     assert row.is_success and row.raw_line == json.dumps(SUCCESS)
+
+
+def test_embedding_inputs__token_arrays_are_one_input_each() -> None:
+    from tracker.providers.openai import embedding_inputs
+
+    assert embedding_inputs({"input": "one"}) == 1
+    assert embedding_inputs({"input": [101, 102, 103]}) == 1  # one input, as token ids
+    assert embedding_inputs({"input": [[1, 2], [3]]}) == 2
+    assert embedding_inputs({"input": ["a", "b", "c"]}) == 3
+
+
+def test_prepare_payloads__a_stored_payload_without_its_mode_field_is_refused_alone(
+        tmp_path: Path) -> None:
+    items = [{"id": "chatty", "input_payload": StoredPayload(
+        '{"messages":[{"content":"x","role":"user"}]}')}]
+    with pytest.raises(InvalidItemError, match="input_payload.input must be"):
+        _provider().prepare_payloads(items, "text-embedding-3-small", "embedding",
+                                     directory=tmp_path)

@@ -85,3 +85,9 @@ def test_worst_case_output__a_cap_below_one_is_no_cap_and_n_choices_multiply() -
     assert _output_tokens(payloads, cap=16_384) == 16_384 + 800 + 16_384 + 16_384
     assert _output_tokens(payloads[1:2], cap=None) == 800
     assert _output_tokens(payloads[3:], cap=None) is None  # no cap anywhere: unknown
+
+
+def test_worst_case_output__best_of_multiplies_like_n() -> None:
+    from tracker.steps.budget import _output_tokens
+
+    assert _output_tokens([json.dumps({"max_tokens": 10, "best_of": 5, "n": 2})], cap=None) == 50

@@ -134,9 +134,12 @@ def _copyable(json_text: str) -> bool:
 
 
 def embedding_inputs(payload: Any) -> int:
-    """How many inputs an embedding request holds (a list's length; one for a string)."""
+    """How many inputs an embedding request holds: one for a string or one list of token
+    ids, else the list's length (strings, or lists of token ids)."""
     value = payload.get("input") if isinstance(payload, Mapping) else None
-    return len(value) if isinstance(value, list) else 1
+    if not isinstance(value, list) or not value or isinstance(value[0], int):
+        return 1
+    return len(value)
 
 
 def _line_around(custom_id: str, endpoint: str, model: str, json_text: str) -> bytes:
@@ -256,7 +259,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
                     size += len(line[1])
                     if mode == "embedding":
                         inputs += embedding_inputs(item.get("input_payload"))
-                        if inputs > MAX_EMBEDDING_INPUTS and custom_ids:
+                        if inputs > MAX_EMBEDDING_INPUTS:  # fits=0: the first alone is too big
                             raise BatchTooLarge(
                                 f"a batch holds at most {MAX_EMBEDDING_INPUTS} embedding "
                                 "inputs", fits=len(custom_ids))
@@ -480,7 +483,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
         if self._models:
             if model not in self._models:
                 raise PermanentProviderError(
-                    f"model {model!r} is not configured for provider openai "
+                    f"model {model!r} is not configured for this provider "
                     f"(configured: {', '.join(sorted(self._models))})",
                     code="unsupported_model",
                 )
@@ -509,9 +512,10 @@ class OpenAIBatchProvider(BaseBatchProvider):
             raise PermanentProviderError(f"item {position}: duplicate id {custom_id!r} in batch")
         seen.add(custom_id)
         payload = item.get("input_payload")
-        if isinstance(payload, StoredPayload) and _copyable(payload.json_text):
-            return custom_id, _line_around(custom_id, endpoint, model, payload.json_text)
         field = REQUIRED_FIELD.get(mode, "messages")
+        if (isinstance(payload, StoredPayload) and _copyable(payload.json_text)
+                and f'"{field}"' in payload.json_text):  # else checked below, parsed
+            return custom_id, _line_around(custom_id, endpoint, model, payload.json_text)
         if not isinstance(payload, Mapping) or not isinstance(
                 payload.get(field), list if mode == "chat" else (list, str)):
             raise InvalidItemError(

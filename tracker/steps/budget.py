@@ -42,7 +42,7 @@ def admit(ctx: Context, batch: Batch) -> bool:
         if not limits:
             return True
         _hold_unheld(ctx, conn, prices)
-        worst = worst_case(conn, batch, prices, ctx.mode(batch.provider, batch.model))
+        worst = worst_case(conn, batch, prices)
     now = ctx.now()
     with ctx.write() as conn:
         spend.lock_budgets(conn)
@@ -92,14 +92,13 @@ def _over_budget(reader: ConnectionReader, prices: PriceBook, batch: Batch,
     return None
 
 
-def worst_case(conn: Connection, batch: Batch, prices: PriceBook,
-               mode: str = "chat") -> Decimal | None:
+def worst_case(conn: Connection, batch: Batch, prices: PriceBook) -> Decimal | None:
     """The most the batch's requests can cost; None when a price or an output cap is
-    unknown. An embedding has no output tokens."""
+    unknown. An embedding (by the endpoint the batch was packed for) has no output tokens."""
     limits = prices.limits(batch.provider, batch.model)
     if limits.price is None:
         return None
-    if mode == "embedding":
+    if batch.endpoint.endswith("/embeddings"):
         return cost(Usage(prompt=batch.est_tokens, completion=0), limits.price)
     payloads = conn.execute(text(
         "SELECT payload FROM items WHERE batch_id = :b AND status = 'in_batch'"),
@@ -120,9 +119,9 @@ def _output_tokens(payloads: Iterable[str], cap: int | None) -> int | None:
             if cap is None:
                 return None
             asked = cap
-        choices = request.get("n")
-        total += (asked if cap is None else min(asked, cap)) * (
-            choices if type(choices) is int and choices > 1 else 1)
+        choices = max((value for key in ("n", "best_of")
+                       if type(value := request.get(key)) is int), default=1)
+        total += (asked if cap is None else min(asked, cap)) * max(choices, 1)
     return total
 
 
@@ -132,7 +131,7 @@ def _hold_unheld(ctx: Context, conn: Connection, prices: PriceBook) -> None:
     for batch_id in spend.unheld_open_batches(conn):
         batch, = as_batches(conn.execute(text("SELECT * FROM batches WHERE id = :id"),
                                          {"id": batch_id}))
-        worst = worst_case(conn, batch, prices, ctx.mode(batch.provider, batch.model))
+        worst = worst_case(conn, batch, prices)
         if worst is None:
             log.info("batch %s in flight: worst case unknown; not counted against the "
                      "budget", batch_id)

@@ -86,6 +86,10 @@ def _submit_one(ctx: Context, batch: Batch) -> None:
     if batch.cancel_requested:
         _finish_cancelled_pending(ctx, batch)
         return
+    if (batch.create_attempted_at is None
+            and ctx.endpoint(batch.provider, batch.model) != batch.endpoint):
+        _requeue_for_new_endpoint(ctx, batch)
+        return
     if not admit(ctx, batch):
         return  # waits for budget, with the reason on it
     provider = ctx.provider_for_call(batch.provider)
@@ -233,6 +237,25 @@ def _shrink(ctx: Context, batch: Batch, fits: int, message: str) -> bool:
     log.warning("batch %s: %s; %d items kept, %d re-queued", batch.id, message, fits,
                 len(ids) - fits)
     return left > 0
+
+
+def _requeue_for_new_endpoint(ctx: Context, batch: Batch) -> None:
+    """The model's mode changed in the config since the batch was packed (and nothing was
+    created for it): its items go back to the queue, without using an attempt, to be packed
+    for the new endpoint; the empty batch is closed."""
+    ids = items.ids_in_batch(ctx.engine, batch.id)
+    endpoint = ctx.endpoint(batch.provider, batch.model)
+    now = ctx.now()
+    reason = (f"{batch.model} now goes to {endpoint}, not {batch.endpoint} as when batch "
+              f"{batch.id} was packed; re-queued")
+    with ctx.write() as conn:
+        move_items(conn, ids, ItemStatus.IN_BATCH, ItemStatus.QUEUED, reason, now,
+                   {"attempts": "attempts - 1"}, not_before=now)
+        batches.set_item_count(conn, batch.id, 0, now)
+        move_batch(conn, batch.id, BatchStatus.PENDING, BatchStatus.FAILED,
+                   f"the model's mode changed since it was packed; its {len(ids)} items went "
+                   "back to the queue", now, ended_at=now, next_action_at=now)
+    log.warning("batch %s: %s", batch.id, reason)
 
 
 def _set_item_count(conn: Connection, batch_id: str, now: float) -> int:

@@ -184,7 +184,10 @@ def forget_create_intent(conn: Connection, batch_id: str, before: float | None) 
 
 
 def set_item_count(conn: Connection, batch_id: str, count: int, now: float) -> None:
-    _update_one(conn, "UPDATE batches SET item_count = :n, updated_at = :now "
+    """The batch's item count and estimated tokens, after items left it before upload."""
+    _update_one(conn, "UPDATE batches SET item_count = :n, est_tokens = (SELECT "
+                      "COALESCE(sum(est_tokens), 0) FROM items WHERE batch_id = :id "
+                      "AND status = 'in_batch'), updated_at = :now "
                       "WHERE id = :id AND status = :pending",
                 {"n": count, "now": now, "id": batch_id})
 
