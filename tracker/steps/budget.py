@@ -4,11 +4,12 @@ A batch may be sent when what was billed, plus the worst case of every batch in 
 this batch's worst case fits under each limit that applies: `batch.budget_usd` (the whole
 database) and its job's `--budget-usd`. The worst case: its estimated prompt tokens at the
 full input price plus, for each request, its `max_tokens` (or `max_completion_tokens`,
-`max_output_tokens`), else the model's output cap, at the output price. A batch that passes
-holds its worst case until it is closed, when the ledger holds what it really cost. A batch
-that does not fit waits, pending, with the reason on it (`tracker status`), and is checked
-again every poll interval: a raised budget, or batches that cost less than their worst case,
-let it go. The check and the hold are one transaction under a lock, so workers never spend
+`max_output_tokens`), else the model's output cap, times its `n` or `best_of` choices, at the
+output price (an embedding has no output). A batch that passes holds its worst case until it
+is closed, when the ledger holds what it really cost. A batch that does not fit waits,
+pending, with the reason on it (`tracker status`), and is checked again every poll interval
+and whenever a batch closes: a raised budget, or batches that cost less than their worst
+case, let it go. The check and the hold are one transaction under a lock, so workers never spend
 the same headroom twice.
 """
 
