@@ -21,15 +21,15 @@ tokens (R of them reasoning), instead of figures estimated from its text.
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
 import re
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tracker.testing.fake_batch_store import BatchStore
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions",
              "/v1/moderations", "/v1/images/generations", "/v1/images/edits", "/v1/videos")
@@ -163,7 +163,7 @@ def other_endpoint_body(endpoint: str, body: dict[str, Any], reply: str, prompt:
                       "completion_tokens_details": {"reasoning_tokens": reasoning}}}
 
 
-class FakeBatchState:
+class FakeBatchState(BatchStore[BatchRecord]):
     """Everything the fake server remembers. Batch reads and changes take the lock; uploads,
     downloads and creates do not (each adds or reads one dict entry, atomic in CPython, and
     every walk over the dicts copies them first), so one batch running its lines, which can
@@ -177,7 +177,8 @@ class FakeBatchState:
                  batch_not_found_seconds: float = 0.0, file_not_found_seconds: float = 0.0,
                  file_not_found_kinds: frozenset[str] = RESULT_KINDS,
                  cancel_refusal_status: int = 409) -> None:
-        self.clock = clock
+        super().__init__(clock=clock, seed=seed, list_lag_seconds=list_lag_seconds,
+                         batch_not_found_seconds=batch_not_found_seconds)
         self.validating_seconds = validating_seconds
         self.in_progress_seconds = in_progress_seconds
         self.finalizing_seconds = finalizing_seconds
@@ -187,23 +188,12 @@ class FakeBatchState:
         self.enqueued_token_limit = enqueued_token_limit
         # eventual-consistency switches, read live on every request
         self.late_files_seconds = late_files_seconds
-        self.list_lag_seconds = list_lag_seconds
-        self.batch_not_found_seconds = batch_not_found_seconds
         self.file_not_found_seconds = file_not_found_seconds
         self.file_not_found_kinds = file_not_found_kinds
         self.cancel_refusal_status = cancel_refusal_status
-        self.random = random.Random(seed)
-        self.lock = threading.RLock()
         self.files: dict[str, FileRecord] = {}
-        self.batches: dict[str, BatchRecord] = {}
-        self.executions: list[tuple[str, str, str]] = []
         self.responder: Responder | None = None
         self._failed_once: set[str] = set()
-        self._seq = itertools.count(1)
-
-    def _within(self, start: float, seconds: float) -> bool:
-        """True while the clock is less than `seconds` (> 0; may be inf) past `start`."""
-        return seconds > 0 and self.clock() < start + seconds
 
     # -- files ------------------------------------------------------------------------------
 
@@ -277,23 +267,14 @@ class FakeBatchState:
 
     def get_batch(self, batch_id: str, *, api: bool = False) -> BatchRecord:
         """The batch, brought up to date; `api`: as the API answers (batch_not_found)."""
-        with self.lock:
-            record = self.batches.get(batch_id)
-            if record is None or (api and self._within(record.created,
-                                                       self.batch_not_found_seconds)):
-                raise ApiError(404, f"No such Batch object: {batch_id}", param="batch_id")
-            self.refresh(record)
-            return record
+        record = self._lookup(batch_id, api=api)
+        if record is None:
+            raise ApiError(404, f"No such Batch object: {batch_id}", param="batch_id")
+        return record
 
     def list_batches(self) -> list[BatchRecord]:
         """The list answer, newest first, without batches younger than list_lag_seconds."""
-        with self.lock:
-            records = sorted((b for b in list(self.batches.values())
-                              if not self._within(b.created, self.list_lag_seconds)),
-                             key=lambda b: (b.created, b.seq), reverse=True)
-            for record in records:
-                self.refresh(record)
-            return records
+        return self._newest_first()
 
     def cancel(self, batch_id: str) -> BatchRecord:
         with self.lock:

@@ -25,16 +25,15 @@ list_lag_seconds: the list omits batches created less than this long ago.
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from tracker.testing.fake_batch_store import BatchStore
 
 #: The custom_id pattern of the API reference (batch_create_params / docs).
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -116,7 +115,7 @@ def estimate_tokens(params: dict[str, Any]) -> int:
     return len(json.dumps([params.get("system", ""), params.get("messages", [])])) // 4 + 1
 
 
-class FakeMessageBatchState:
+class FakeMessageBatchState(BatchStore[MessageBatchRecord]):
     """Everything the fake server remembers; every read and change takes the lock."""
 
     def __init__(self, *, clock: Callable[[], float], in_progress_seconds: float = 0.0,
@@ -124,26 +123,16 @@ class FakeMessageBatchState:
                  max_requests: int = MAX_REQUESTS, seed: int = 0,
                  batch_not_found_seconds: float = 0.0, results_not_found_seconds: float = 0.0,
                  list_lag_seconds: float = 0.0) -> None:
-        self.clock = clock
+        super().__init__(clock=clock, seed=seed, list_lag_seconds=list_lag_seconds,
+                         batch_not_found_seconds=batch_not_found_seconds)
         self.in_progress_seconds = in_progress_seconds
         self.canceling_seconds = canceling_seconds
         self.expiry_seconds = expiry_seconds
         self.max_requests = max_requests
-        # eventual-consistency switches, read live on every request
-        self.batch_not_found_seconds = batch_not_found_seconds
+        # eventual-consistency switch, read live on every request
         self.results_not_found_seconds = results_not_found_seconds
-        self.list_lag_seconds = list_lag_seconds
-        self.random = random.Random(seed)
-        self.lock = threading.RLock()
-        self.batches: dict[str, MessageBatchRecord] = {}
         #: Batches deleted through the API (tests may still look at them).
         self.deleted: dict[str, MessageBatchRecord] = {}
-        self.executions: list[tuple[str, str, str]] = []
-        self._seq = itertools.count(1)
-
-    def _within(self, start: float, seconds: float) -> bool:
-        """True while the clock is less than `seconds` (> 0; may be inf) past `start`."""
-        return seconds > 0 and self.clock() < start + seconds
 
     # -- create -----------------------------------------------------------------------------
 
@@ -228,23 +217,14 @@ class FakeMessageBatchState:
 
     def get(self, batch_id: str, *, api: bool = False) -> MessageBatchRecord:
         """The batch, brought up to date; `api`: as the API answers (batch_not_found)."""
-        with self.lock:
-            record = self.batches.get(batch_id)
-            if record is None or (api and self._within(record.created,
-                                                       self.batch_not_found_seconds)):
-                raise AnthropicApiError(404, f"Message Batch {batch_id} not found")
-            self.refresh(record)
-            return record
+        record = self._lookup(batch_id, api=api)
+        if record is None:
+            raise AnthropicApiError(404, f"Message Batch {batch_id} not found")
+        return record
 
     def listed(self) -> list[MessageBatchRecord]:
         """The list answer, newest first, without batches younger than list_lag_seconds."""
-        with self.lock:
-            records = sorted((b for b in self.batches.values()
-                              if not self._within(b.created, self.list_lag_seconds)),
-                             key=lambda b: (b.created, b.seq), reverse=True)
-            for record in records:
-                self.refresh(record)
-            return records
+        return self._newest_first()
 
     def cancel(self, batch_id: str) -> MessageBatchRecord:
         with self.lock:
