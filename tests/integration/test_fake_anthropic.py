@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
@@ -22,6 +18,7 @@ import anthropic
 import pytest
 
 from tracker.testing.fake_anthropic import FakeAnthropic, Fault, ManualClock
+from tracker.testing.fake_server import fake_server_process
 
 Serve = Callable[..., tuple[FakeAnthropic, anthropic.Anthropic]]
 INF = float("inf")
@@ -395,24 +392,13 @@ def test_short_results_fault__the_download_loses_its_last_line(
     assert len(list(client.messages.batches.results(batch_id))) == 3
 
 
-def test_cli__port_file_and_switch_flags(tmp_path: Path) -> None:
-    port_file = tmp_path / "url.txt"
-    command = [sys.executable, "-m", "tracker.testing.fake_anthropic", "--port-file",
-               str(port_file), "--batch-not-found-seconds", "inf", "--list-lag-seconds", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        client = anthropic.Anthropic(api_key=KEY, base_url=port_file.read_text().strip(),
-                                     max_retries=0)
+def test_cli__port_file_and_switch_flags() -> None:
+    with fake_server_process("tracker.testing.fake_anthropic", "--batch-not-found-seconds",
+                             "inf", "--list-lag-seconds", "0") as base_url:
+        client = anthropic.Anthropic(api_key=KEY, base_url=base_url, max_retries=0)
         batch_id = _submit(client, "fine")
         listed = client.messages.batches.list().data[0]  # zero-second run: ended on this read
         assert (listed.id, listed.processing_status) == (batch_id, "ended")
         with pytest.raises(anthropic.NotFoundError):
             client.messages.batches.retrieve(batch_id)
         client.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
 from tracker.testing.fake_openai import FakeOpenAI, Fault, ManualClock
+from tracker.testing.fake_server import fake_server_process
 
 Serve = Callable[..., tuple[FakeOpenAI, openai.OpenAI]]
 INF = float("inf")
@@ -271,20 +269,13 @@ def test_latency__every_request_takes_that_long(serve: Serve) -> None:
         assert time.monotonic() - start >= 0.3
 
 
-def test_cli__switch_flags_reach_the_server(tmp_path: Path) -> None:
-    port_file = tmp_path / "url.txt"
-    command = [sys.executable, "-m", "tracker.testing.fake_openai", "--port-file",
-               str(port_file), "--late-files-seconds", "3600", "--list-lag-seconds", "0",
-               "--batch-not-found-seconds", "inf", "--file-not-found-seconds", "inf",
-               "--file-not-found-kinds", "error", "--cancel-refusal-status", "400"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        client = openai.OpenAI(api_key="sk-test", base_url=port_file.read_text().strip(),
-                               max_retries=0)
+def test_cli__switch_flags_reach_the_server() -> None:
+    with fake_server_process(
+            "tracker.testing.fake_openai", "--late-files-seconds", "3600",
+            "--list-lag-seconds", "0", "--batch-not-found-seconds", "inf",
+            "--file-not-found-seconds", "inf", "--file-not-found-kinds", "error",
+            "--cancel-refusal-status", "400") as base_url:
+        client = openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0)
         batch_id = _submit(client, "fine")
         listed = client.batches.list().data[0]  # zero-second phases: completed on this read
         assert (listed.id, listed.status, listed.output_file_id) == (batch_id, "completed",
@@ -294,6 +285,3 @@ def test_cli__switch_flags_reach_the_server(tmp_path: Path) -> None:
         with pytest.raises(openai.NotFoundError):
             client.batches.cancel(batch_id)
         client.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

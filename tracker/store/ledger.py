@@ -10,20 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from tracker.store.reader import Reader
+from tracker.store.reader import Reader, sql_text
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, TextClause
+    from sqlalchemy import Connection
 
     from tracker.models import Batch
     from tracker.providers.base import ProviderResultRow
-
-
-def _sql(statement: str) -> TextClause:
-    """SQLAlchemy is loaded only by the writers: the reports run without it."""
-    from sqlalchemy import text
-
-    return text(statement)
 
 
 RESULT = "result"
@@ -34,7 +27,7 @@ GROUPINGS = ("job", "model", "day", "batch")
 def record_batch_results(conn: Connection, batch_id: str, billed_at: float) -> int:
     """A row for every item whose result came from this batch (the lines the provider ran
     and billed, kept from completed, expired and cancelled batches alike)."""
-    return conn.execute(_sql(
+    return conn.execute(sql_text(
         "INSERT INTO usage_ledger (batch_id, item_id, provider, model, job, kind, "
         "prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, billed_at) "
         "SELECT batch_id, id, provider, model, job, :kind, prompt_tokens, "
@@ -56,7 +49,7 @@ def record_waste(conn: Connection, batch: Batch, lines: Iterable[ProviderResultR
             for line in lines if line.is_success]
     if not rows:
         return 0
-    conn.execute(_sql(
+    conn.execute(sql_text(
         "INSERT INTO usage_ledger (batch_id, item_id, provider, model, job, kind, "
         "prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, billed_at) "
         "VALUES (:batch_id, :item_id, :provider, :model, :job, :kind, :prompt_tokens, "

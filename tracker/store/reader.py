@@ -17,9 +17,17 @@ from tracker.errors import DatabaseError
 from tracker.store.sqlite_file import open_current, plain_message
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, Engine
+    from sqlalchemy import Connection, Engine, TextClause
 
 Params = Mapping[str, object]
+
+
+def sql_text(statement: str) -> TextClause:
+    """`sqlalchemy.text(statement)`, importing SQLAlchemy only when a writer needs it, so a
+    module that both reports and writes can be imported by the reports without it."""
+    from sqlalchemy import text
+
+    return text(statement)
 
 
 class Reader(Protocol):

@@ -12,17 +12,10 @@ from tracker.costs import row_cost
 from tracker.errors import StaleBatch
 from tracker.pricing import EXACT, PriceBook
 from tracker.store.ledger import usage_by
-from tracker.store.reader import Reader
+from tracker.store.reader import Reader, sql_text
 
 if TYPE_CHECKING:
-    from sqlalchemy import Connection, TextClause
-
-
-def _sql(statement: str) -> TextClause:
-    """SQLAlchemy is loaded only by the writers: the reports run without it."""
-    from sqlalchemy import text
-
-    return text(statement)
+    from sqlalchemy import Connection
 
 #: Batches held back by the budget gate (an SQL condition on `batches`): only a raised
 #: budget, or a closed batch releasing its hold, lets them go.
@@ -88,7 +81,7 @@ def waiting_batches(reader: Reader) -> list[dict[str, Any]]:
 
 
 def set_job_budget(conn: Connection, job: str, budget_usd: Decimal | None, now: float) -> None:
-    conn.execute(_sql(
+    conn.execute(sql_text(
         "INSERT INTO jobs (name, budget_usd, created_at, updated_at) "
         "VALUES (:job, :usd, :now, :now) ON CONFLICT (name) DO UPDATE "
         "SET budget_usd = excluded.budget_usd, updated_at = excluded.updated_at"),
@@ -100,7 +93,7 @@ def recheck_waiting(conn: Connection, now: float, job: str | None = None) -> Non
     """A budget changed (or may have: a worker starts with a config read anew): the batches
     waiting for it are due for another check at once, and count as work again."""
     of_job = "AND job = :job" if job is not None else ""
-    conn.execute(_sql(
+    conn.execute(sql_text(
         "UPDATE batches SET budget_wait = NULL, next_action_at = :now, updated_at = :now "
         f"WHERE {WAITING_FOR_BUDGET} {of_job}"),
         {"now": now, "job": job})
@@ -108,13 +101,13 @@ def recheck_waiting(conn: Connection, now: float, job: str | None = None) -> Non
 
 def lock_budgets(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
-        conn.execute(_sql("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK})
+        conn.execute(sql_text("SELECT pg_advisory_xact_lock(:key)"), {"key": BUDGET_LOCK})
 
 
 def unheld_open_batches(conn: Connection) -> list[str]:
     """Open batches that may exist at the provider and hold nothing yet (sent while no
     budget applied). A pending batch never sent is not one: it passes the gate first."""
-    return list(conn.execute(_sql(
+    return list(conn.execute(sql_text(
         "SELECT id FROM batches WHERE status <> 'ingested' AND budget_hold_usd IS NULL "
         "AND duplicate_of IS NULL AND (status <> 'pending' OR create_attempted_at IS NOT NULL)"
         )).scalars())
@@ -122,7 +115,7 @@ def unheld_open_batches(conn: Connection) -> list[str]:
 
 def set_hold(conn: Connection, batch_id: str, hold: Decimal, now: float) -> bool:
     """Hold `hold` for the batch; False when it holds something already or has closed."""
-    return conn.execute(_sql(
+    return conn.execute(sql_text(
         "UPDATE batches SET budget_hold_usd = :hold, budget_wait = NULL, updated_at = :now "
         "WHERE id = :id AND budget_hold_usd IS NULL AND status <> 'ingested'"),
         {"hold": str(hold), "now": now, "id": batch_id}).rowcount == 1
@@ -130,7 +123,7 @@ def set_hold(conn: Connection, batch_id: str, hold: Decimal, now: float) -> bool
 
 def set_wait(conn: Connection, batch_id: str, reason: str, next_action_at: float,
              now: float) -> None:
-    matched = conn.execute(_sql(
+    matched = conn.execute(sql_text(
         "UPDATE batches SET budget_wait = :reason, next_action_at = :next, updated_at = :now "
         "WHERE id = :id AND status = 'pending'"),
         {"reason": reason, "next": next_action_at, "now": now, "id": batch_id}).rowcount

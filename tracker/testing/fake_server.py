@@ -1,5 +1,6 @@
-"""The fake Batch API (`tracker.testing.fake_openai`) as a child process on loopback, for the
-demo and the examples: no API key, no network."""
+"""A fake Batch API (`tracker.testing.fake_openai`, `fake_anthropic`) as a child process on
+loopback, for the demo, the examples and the tests of the fakes' flags: no API key, no
+network."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 #: Any non-empty key will do: the fake server does not check it.
@@ -18,16 +19,20 @@ FAKE_API_KEY = "sk-demo-not-a-real-key"
 START_TIMEOUT = 15.0
 
 
+def fake_openai_server(*options: str) -> AbstractContextManager[str]:
+    """`fake_server_process("tracker.testing.fake_openai", *options)`."""
+    return fake_server_process("tracker.testing.fake_openai", *options)
+
+
 @contextmanager
-def fake_openai_server(*options: str) -> Iterator[str]:
-    """Start `python -m tracker.testing.fake_openai` with `options` (its `--help` lists them)
-    on a free loopback port; yield its base URL; stop it at the end. Exits the program with a
+def fake_server_process(module: str, *options: str) -> Iterator[str]:
+    """Start `python -m MODULE` (a fake server) with `options` (its `--help` lists them) on a
+    free loopback port; yield its base URL; stop it at the end. Exits the program with a
     message if the server does not come up."""
-    with tempfile.TemporaryDirectory(prefix="fake-openai-") as directory:
+    with tempfile.TemporaryDirectory(prefix="fake-server-") as directory:
         url_file = Path(directory) / "url"
         server = subprocess.Popen(
-            [sys.executable, "-m", "tracker.testing.fake_openai", "--port-file", str(url_file),
-             *options],
+            [sys.executable, "-m", module, "--port-file", str(url_file), *options],
             stdout=subprocess.DEVNULL,
         )
         try:
