@@ -274,6 +274,12 @@ class BaseBatchProvider(ABC):
     #: Whether `prepare_payloads` takes payloads as `StoredPayload` (JSON text it may copy);
     #: otherwise each `input_payload` is a plain dict.
     takes_stored_payloads: bool = False
+    #: Whether the requests go inline in the create call (no input file): the tracker then
+    #: skips `upload_input` and calls `create_batch_inline` with the prepared batch.
+    sends_requests_inline: bool = False
+    #: Whether provider batches carry the tracker's metadata: when False, reconcile after a
+    #: lost create finds candidates by the provider's clock and the request count instead.
+    has_batch_metadata: bool = True
     #: Told of every HTTP call: `(endpoint, outcome)`, e.g. `("POST /v1/files", "200")` or
     #: `(..., "connection_error")`; set by the daemon for its metrics.
     call_observer: Callable[[str, str], None] | None = None
@@ -286,6 +292,24 @@ class BaseBatchProvider(ABC):
     def endpoint_for(cls, mode: str) -> str:
         """The endpoint a batch of `mode` requests is created for (known without a client)."""
         return cls.endpoints.get(mode) or next(iter(cls.endpoints.values()), "")
+
+    def wire_custom_id(self, item_id: str) -> str:
+        """The `custom_id` an item is sent under. A pure function of the item id, so a
+        rebuilt batch sends the same ids; the tracker stores every one that differs from the
+        item id and joins result lines back by it."""
+        return item_id
+
+    def provider_time(self) -> int | None:
+        """The provider's clock now (epoch seconds), by a read-only call, for a provider whose
+        creates leave no earlier trace (no upload) to search from after a lost answer. None
+        when the provider gives no time (the tracker then uses its own clock, with slack)."""
+        return None
+
+    def create_batch_inline(self, prepared: PreparedBatch) -> ProviderBatch:
+        """Create the batch with the requests of `prepared` in the call itself (only for a
+        provider with `sends_requests_inline`). Sent once, never retried by the client; not
+        idempotent, like `create_batch`."""
+        raise NotImplementedError(f"{self.name} uploads an input file first")
 
     def missing_result(self, custom_id: str) -> ProviderResultRow:
         """The row for a request that no result file holds (the tracker sends it again)."""
