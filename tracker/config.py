@@ -10,13 +10,16 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tracker.config_path import LOCAL_CONFIG, PACKAGED_CONFIG, default_config_path
 from tracker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tracker.providers.base import BaseBatchProvider
 
 __all__ = ["LOCAL_CONFIG", "PACKAGED_CONFIG", "TrackerConfig", "default_config_path",
            "load_config"]
@@ -41,7 +44,7 @@ class ModelConfig(_Strict):
     #: The endpoint its requests go to: chat (/v1/chat/completions), embedding
     #: (/v1/embeddings), responses (/v1/responses) or completion (/v1/completions).
     mode: Literal["chat", "embedding", "responses", "completion"] = "chat"
-    max_prompts_per_batch: int = Field(default=50_000, ge=1, le=50_000)
+    max_prompts_per_batch: int = Field(default=50_000, ge=1, le=100_000)
     pricing_tier: Literal["batch"] = "batch"
     #: Cap on estimated prompt tokens in flight for this model (None: no cap).
     max_enqueued_tokens: int | None = Field(default=None, ge=1)
@@ -50,6 +53,8 @@ class ModelConfig(_Strict):
     #: The most output tokens one request may produce (a budget's worst case for requests
     #: that set no max_tokens); overrides the packaged table.
     max_output_tokens: int | None = Field(default=None, ge=1)
+    #: The max_tokens a request that sets none is sent with (Anthropic requires one).
+    max_tokens: int | None = Field(default=None, ge=1)
 
 
 #: The provider kind of a section that names none (and whose name is no kind).
@@ -219,4 +224,23 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:
                 f"{source}:{line}: batch.providers.{name}.kind: unknown kind {section.kind!r} "
                 f"(known: {', '.join(registry.known_providers())})"
             )
+        _check_models(source, root, name, section, registry.provider_class(config.kind_of(name)))
     return config
+
+
+def _check_models(source: Path, root: yaml.Node | None, name: str, section: ProviderConfig,
+                  kind: type[BaseBatchProvider]) -> None:
+    """Each model's mode and batch size must be ones its provider's kind serves."""
+    for index, model in enumerate(section.models):
+        where = ("batch", "providers", name, "models", index)
+        if kind.endpoints and model.mode not in kind.endpoints:
+            line = _yaml_line(root, (*where, "mode"))
+            raise ConfigError(
+                f"{source}:{line}: batch.providers.{name}.models[{index}].mode: the {kind.name} kind "
+                f"provider serves {', '.join(kind.endpoints)}, not {model.mode}")
+        if model.max_prompts_per_batch > kind.max_lines_per_batch:
+            line = _yaml_line(root, (*where, "max_prompts_per_batch"))
+            raise ConfigError(
+                f"{source}:{line}: batch.providers.{name}.models[{index}]."
+                f"max_prompts_per_batch: one {kind.name} batch holds at most "
+                f"{kind.max_lines_per_batch} requests")

@@ -56,6 +56,7 @@ class Batch(SQLModel, table=True):
     job: str = "default"
     budget_hold_usd: str | None = None
     budget_wait: str | None = None
+    provider_time_at_intent: int | None = None
 
 
 class Item(SQLModel, table=True):
@@ -87,6 +88,7 @@ class Item(SQLModel, table=True):
     finished_at: float | None = None
     job: str = "default"
     metadata_: str | None = Field(default=None, sa_column_kwargs={"name": "metadata"})
+    custom_id: str | None = None
 
 
 class Transition(SQLModel, table=True):

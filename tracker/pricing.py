@@ -99,6 +99,8 @@ def shown_usd(amount: str | None) -> str:
 class ModelLimits:
     price: Price | None
     max_output_tokens: int | None
+    #: The `max_tokens` a request that sets none is sent with (the model's `max_tokens`).
+    default_max_tokens: int | None = None
 
 
 #: Per (provider, model): its `prices_per_million` dict and `max_output_tokens`, as configured.
@@ -115,7 +117,8 @@ class PriceBook:
         limit = config.batch.budget_usd
         self._init({(provider, m.name): {
             "prices_per_million": m.prices_per_million.model_dump()
-            if m.prices_per_million else None, "max_output_tokens": m.max_output_tokens}
+            if m.prices_per_million else None, "max_output_tokens": m.max_output_tokens,
+            "max_tokens": m.max_tokens}
             for provider, section in config.providers.items() for m in section.models},
             None if limit is None else to_decimal(limit),
             {provider for provider, section in config.providers.items()
@@ -168,7 +171,9 @@ class PriceBook:
         price = _price(configured.get("prices_per_million")
                        or packaged.get("prices_per_million"))
         cap = configured.get("max_output_tokens") or packaged.get("max_output_tokens")
-        return ModelLimits(price, cap if isinstance(cap, int) else None)
+        default = configured.get("max_tokens")
+        return ModelLimits(price, cap if isinstance(cap, int) else None,
+                           default if isinstance(default, int) else None)
 
 
 def _number(value: Any, *, whole: bool = False) -> Any:

@@ -49,7 +49,7 @@ def test_load_config__packaged_default() -> None:
          "models[0].name: required key is missing"),
         (GOOD.replace("enabled: true", 'enabled: "yes"'), 4, "openai.enabled: input should be"),
         (GOOD.replace("20", "0"), 8, "models[0].max_prompts_per_batch: input should be greater"),
-        (GOOD.replace("20", "50001"), 8, "max_prompts_per_batch: input should be less"),
+        (GOOD.replace("20", "50001"), 8, "max_prompts_per_batch: one openai batch holds at most 50000"),
         (GOOD.replace("mode: chat", "mode: images"), 7, "models[0].mode"),
         ("providers: {}\n", 1, "batch: required key is missing"),
         ("- 1\n", None, "expected a mapping"),

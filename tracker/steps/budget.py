@@ -104,18 +104,21 @@ def worst_case(conn: Connection, batch: Batch, prices: PriceBook) -> Decimal | N
     payloads = conn.execute(text(
         "SELECT payload FROM items WHERE batch_id = :b AND status = 'in_batch'"),
         {"b": batch.id}).scalars()
-    output = _output_tokens(payloads, limits.max_output_tokens)
+    output = _output_tokens(payloads, limits.max_output_tokens, limits.default_max_tokens)
     if output is None:
         return None
     return cost(Usage(prompt=batch.est_tokens, completion=output), limits.price)
 
 
-def _output_tokens(payloads: Iterable[str], cap: int | None) -> int | None:
+def _output_tokens(payloads: Iterable[str], cap: int | None,
+                   default: int | None = None) -> int | None:
+    """The most output tokens the requests can produce: each one's own limit, else the
+    `max_tokens` it is sent with by default, else the model's cap (None: unbounded)."""
     total = 0
     for payload in payloads:
         request = json.loads(payload)
         asked = next((value for key in OUTPUT_CAP_KEYS
-                      if type(value := request.get(key)) is int and value >= 1), None)
+                      if type(value := request.get(key)) is int and value >= 1), default)
         if asked is None:
             if cap is None:
                 return None

@@ -30,3 +30,30 @@ def store_status(conn: Connection, batch_id: str, status: ProviderBatch, now: fl
     age = now - batches.created_at(conn, batch_id)
     batches.record_provider_status(conn, batch_id, status, now + poll_delay(poll_interval, age),
                                    now)
+
+
+#: Provider batches are searched from this long before the provider's time of the row's first
+#: create (its input file's upload, or its clock read before the create): skew between the
+#: provider's own servers.
+PROVIDER_CLOCK_SLACK = 300
+#: Without a provider timestamp (rows from before it was stored), search back this far.
+FALLBACK_SEARCH_WINDOW = 86400
+
+
+def provider_time_floor(batch: Batch) -> int | None:
+    """The provider's time before the row's first create, if known: its input file's creation,
+    else the clock read before the create (providers that take requests inline)."""
+    if batch.input_file_created_at is not None:
+        return int(batch.input_file_created_at)
+    if batch.provider_time_at_intent is not None:
+        return int(batch.provider_time_at_intent)
+    return None
+
+
+def search_from(batch: Batch) -> int:
+    """The provider time from which a batch of this local row may have been created."""
+    floor = provider_time_floor(batch)
+    if floor is not None:
+        return floor - PROVIDER_CLOCK_SLACK
+    anchor = batch.create_attempted_at or batch.created_at
+    return int(anchor) - FALLBACK_SEARCH_WINDOW

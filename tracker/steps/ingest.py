@@ -19,6 +19,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import Connection
@@ -124,8 +125,11 @@ def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) 
         return
     with read(ctx.engine) as conn:  # read once: the expected ids and, at _close, the sends
         attempts = items.attempts_used(conn, batch.id)
+        item_of = items.sent_as(conn, batch.id)
+    custom_of = {item_id: custom_id for custom_id, item_id in item_of.items()}
     provider = ctx.provider_for_call(batch.provider)
-    with provider.fetch_results(batch.provider_batch_id, expected_custom_ids=list(attempts),
+    with provider.fetch_results(batch.provider_batch_id,
+                                expected_custom_ids=[custom_of.get(i, i) for i in attempts],
                                 directory=results_directory(ctx, batch.id),
                                 skip_unavailable=skip_unavailable,
                                 last_seen=_last_seen(batch)) as results:
@@ -133,7 +137,7 @@ def ingest_batch(ctx: Context, batch: Batch, *, skip_unavailable: bool = False) 
         reason = f"results stored (provider status {results.status.provider_status})"
         if skip_unavailable:
             reason += "; lines of result files that never came whole count as missing"
-        _close(ctx, batch, results, reason, attempts=attempts,
+        _close(ctx, batch, by_item_id(results, item_of), reason, attempts=attempts,
                result_files=(results.status.output_file_id, results.status.error_file_id))
 
 
@@ -149,9 +153,20 @@ def _close_duplicate(ctx: Context, batch: Batch, skip_unavailable: bool) -> None
                                 directory=results_directory(ctx, batch.id),
                                 skip_unavailable=skip_unavailable,
                                 last_seen=_last_seen(batch)) as results:
-        waste = [line for line in results if line.is_success]
+        with read(ctx.engine) as conn:
+            item_of = items.sent_as(conn, batch.duplicate_of or batch.id)
+        waste = [line for line in by_item_id(results, item_of) if line.is_success]
     _close(ctx, batch, [], f"duplicate provider batch: results discarded; {len(waste)} lines "
            "it ran are recorded as waste", waste=waste)
+
+
+def by_item_id(rows: Iterable[ProviderResultRow],
+               item_of: dict[str, str]) -> Iterable[ProviderResultRow]:
+    """The result lines with each custom id an item was sent under turned back into the
+    item's id (`item_of`: custom id -> item id, for the items not sent under their own)."""
+    if not item_of:
+        return rows
+    return (replace(row, custom_id=item_of.get(row.custom_id, row.custom_id)) for row in rows)
 
 
 def _last_seen(batch: Batch) -> ProviderBatch | None:

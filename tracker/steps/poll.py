@@ -27,7 +27,7 @@ from tracker.providers.base import (
     TransientProviderError,
 )
 from tracker.states import BATCH_MOVES, RUNNING_BATCH, BatchStatus
-from tracker.steps.common import VANISHED, provider_batch_id, store_status
+from tracker.steps.common import VANISHED, provider_batch_id, provider_time_floor, store_status
 from tracker.steps.failures import isolated, pausing, record_error, record_failure, refused
 from tracker.steps.reconcile import needs_sweep, sweep_duplicates
 from tracker.store import batches
@@ -121,9 +121,9 @@ def _walk_list(provider: BaseBatchProvider, group: list[Batch]) -> dict[str, Pro
     """Walk the provider's list, newest first, until every batch of `group` is seen, the list
     is older than the oldest of them, or the pages they could fill (plus a margin) are read."""
     ids = {b.provider_batch_id for b in group}
-    file_times = [b.input_file_created_at for b in group]
-    # A batch is created after its input file, by the provider's clock (give or take the
-    # skew between its servers).
+    file_times = [provider_time_floor(b) for b in group]
+    # A batch is created after its input file (or the clock reading before its create), by
+    # the provider's clock (give or take the skew between its servers).
     oldest = (min(t for t in file_times if t is not None) - CLOCK_SLACK
               if None not in file_times else None)
     budget = (math.ceil(len(ids) / provider.list_page_size) + EXTRA_PAGES) \

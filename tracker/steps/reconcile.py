@@ -1,7 +1,8 @@
 """Reconcile: find the provider batches a create whose answer was lost may have made.
 
-Searches go by the provider's own clock (the uploaded input file's `created_at`), never the
-local one, so a local clock that runs fast or slow cannot hide a batch. A second provider batch
+Searches go by the provider's own clock (the uploaded input file's `created_at`, or the clock
+read before the create at a provider that takes requests inline), never the local one, so a
+local clock that runs fast or slow cannot hide a batch. A second provider batch
 for one local row is recorded as a `duplicate_of` row with a cancel requested: the poll step
 cancels it and ingest discards its results.
 """
@@ -14,33 +15,25 @@ from tracker.context import Context, log, new_batch_id
 from tracker.models import Batch
 from tracker.providers.base import NormalizedStatus, ProviderBatch
 from tracker.states import BatchStatus
-from tracker.steps.common import store_status
+from tracker.steps.common import search_from, store_status
+from tracker.steps.reconcile_by_count import Candidates, find_by_count
 from tracker.store import batches
 from tracker.store.transitions import move_batch
 
-#: Provider batches are searched from this long before the input file's upload (skew between
-#: the provider's own servers).
-PROVIDER_CLOCK_SLACK = 300
-#: Without a provider timestamp (rows from before it was stored), search back this far.
-FALLBACK_SEARCH_WINDOW = 86400
 #: After a create whose answer may have been lost, the provider's list is watched this long
 #: (at least) for a twin: at every poll of an open batch, and before a row that never got a
 #: provider batch is closed.
 MIN_SWEEP_WINDOW = 600.0
 
 
-def search_from(batch: Batch) -> int:
-    """The provider time from which a batch of this local row may have been created."""
-    if batch.input_file_created_at is not None:
-        return int(batch.input_file_created_at) - PROVIDER_CLOCK_SLACK
-    anchor = batch.create_attempted_at or batch.created_at
-    return int(anchor) - FALLBACK_SEARCH_WINDOW
-
-
-def find_ours(ctx: Context, batch: Batch) -> list[ProviderBatch]:
+def find_ours(ctx: Context, batch: Batch) -> Candidates:
+    """The provider batches a create of this row made: found by the local id in their
+    metadata, or, at a provider without metadata, by time and size (`reconcile_by_count`)."""
     provider = ctx.provider_for_call(batch.provider)
-    return provider.find_batches_by_metadata(provider.metadata_key, batch.id,
-                                             created_after=search_from(batch))
+    if not provider.has_batch_metadata:
+        return find_by_count(ctx, batch, provider, search_from(batch))
+    return Candidates(ours=provider.find_batches_by_metadata(
+        provider.metadata_key, batch.id, created_after=search_from(batch)))
 
 
 def needs_sweep(ctx: Context, batch: Batch) -> bool:
@@ -82,7 +75,8 @@ def adopt(ctx: Context, batch: Batch, found: list[ProviderBatch]) -> None:
 def sweep_duplicates(ctx: Context, batch: Batch) -> None:
     """Look again for provider batches carrying this local id and cancel all but the kept one:
     one may have appeared after reconcile looked (a list that lags)."""
-    extras = [s for s in find_ours(ctx, batch) if s.provider_batch_id != batch.provider_batch_id]
+    extras = [s for s in find_ours(ctx, batch).ours
+              if s.provider_batch_id != batch.provider_batch_id]
     if not extras:
         return
     with ctx.write() as conn:

@@ -9,6 +9,8 @@ the provider's list has had `list_lag_grace` seconds to show the first one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Connection
 
 from tracker.context import Context, log
@@ -78,8 +80,11 @@ def _submit_guarded(ctx: Context, batch: Batch) -> None:
 def _submit_one(ctx: Context, batch: Batch) -> None:
     if batch.create_attempted_at is not None:
         found = find_ours(ctx, batch)
-        if found:
-            adopt(ctx, batch, found)
+        if found.ours:
+            adopt(ctx, batch, found.ours)
+            return
+        if found.undecided:
+            _waiting_for_undecided(ctx, batch, len(found.undecided))
             return
         if _waiting_for_list(ctx, batch):
             return
@@ -93,14 +98,21 @@ def _submit_one(ctx: Context, batch: Batch) -> None:
     if not admit(ctx, batch):
         return  # waits for budget, with the reason on it
     provider = ctx.provider_for_call(batch.provider)
-    input_file_id = batch.input_file_id or _upload(ctx, batch, provider)
-    if input_file_id is None:
-        return  # every item was refused: the batch ended
-    _record_create_intent(ctx, batch)
-    crash_point("before_create")
-    ctx.check_lease()
-    crash_point("before_create_call")
-    status = _create(ctx, batch, provider, input_file_id)
+    if provider.sends_requests_inline:
+        status = _create_inline(ctx, batch, provider)
+        if status is None:
+            return  # every item was refused: the batch ended
+    else:
+        input_file_id = batch.input_file_id or _upload(ctx, batch, provider)
+        if input_file_id is None:
+            return  # every item was refused: the batch ended
+        _record_create_intent(ctx, batch)
+        crash_point("before_create")
+        ctx.check_lease()
+        crash_point("before_create_call")
+        status = _create(ctx, batch, provider,
+                         lambda: provider.create_batch(input_file_id, batch.endpoint,
+                                                       {provider.metadata_key: batch.id}))
     crash_point("after_create")
     with ctx.write() as conn:
         recorded = record_created(conn, batch.id, status, f"created {status.provider_batch_id}",
@@ -125,11 +137,59 @@ def _waiting_for_list(ctx: Context, batch: Batch) -> bool:
     return True
 
 
-def _create(ctx: Context, batch: Batch, provider: BaseBatchProvider,
-            input_file_id: str) -> ProviderBatch:
+def _waiting_for_undecided(ctx: Context, batch: Batch, undecided: int) -> None:
+    """Provider batches that may be this row's are still running: creating now could pay
+    twice, so the row waits until they end and their results tell whose they are."""
+    record_error(ctx, batch.id,
+                 f"the answer to create was lost and {undecided} provider batch(es) of this "
+                 "size may be this batch's or another's; not creating again until they end "
+                 "and their results' custom ids tell", delay=max(ctx.poll_interval, 1.0))
+
+
+def _create_inline(ctx: Context, batch: Batch,
+                   provider: BaseBatchProvider) -> ProviderBatch | None:
+    """Create a batch whose requests go in the call itself. The provider's clock is read and
+    kept first (a lost answer is searched for from it), then the requests are built, their
+    custom ids stored with the create intent in one transaction, and the create sent."""
+    if batch.provider_time_at_intent is None:
+        provider_time = provider.provider_time()
+        with ctx.write() as conn:
+            batches.record_provider_time(
+                conn, batch.id, provider_time if provider_time is not None else int(ctx.now()),
+                ctx.now())
     try:
-        return provider.create_batch(input_file_id, batch.endpoint,
-                                     {provider.metadata_key: batch.id})
+        prepared = _build(ctx, batch, provider)
+    except PermanentProviderError as exc:  # e.g. the model is no longer configured
+        if pausing(exc):
+            raise
+        raise _Refused(exc) from exc
+    if prepared is None:
+        return None
+    try:
+        sent_as = _sent_under_other_ids(ctx, batch, provider)
+        with ctx.write() as conn:
+            items.record_custom_ids(conn, batch.id, sent_as)
+            batches.record_create_intent(conn, batch.id, ctx.now())
+        crash_point("before_create")
+        ctx.check_lease()
+        crash_point("before_create_call")
+        return _create(ctx, batch, provider, lambda: provider.create_batch_inline(prepared))
+    finally:
+        prepared.jsonl_path.unlink(missing_ok=True)
+
+
+def _sent_under_other_ids(ctx: Context, batch: Batch,
+                          provider: BaseBatchProvider) -> dict[str, str]:
+    """item id -> custom id, for the batch's items the provider cannot take under their id."""
+    return {item_id: custom_id for item_id in items.ids_in_batch(ctx.engine, batch.id)
+            if (custom_id := provider.wire_custom_id(item_id)) != item_id}
+
+
+def _create(ctx: Context, batch: Batch, provider: BaseBatchProvider,
+            send: Callable[[], ProviderBatch]) -> ProviderBatch:
+    """Send the create once; a refusal that proves no batch was made clears the intent."""
+    try:
+        return send()
     except ProviderError as exc:
         if not _not_created(exc):
             if isinstance(exc, PermanentProviderError):  # e.g. an answer that cannot be read

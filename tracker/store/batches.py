@@ -95,6 +95,29 @@ def known_provider_ids(conn: Connection, batch_id: str) -> set[str]:
              "AND (id = :id OR duplicate_of = :id)"), {"id": batch_id}).scalars())
 
 
+def claimed_provider_ids(conn: Connection, provider: str, ids: Iterable[str]) -> set[str]:
+    """Of `ids`, the provider batch ids some local row (a batch or a duplicate) has recorded."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    return set(conn.execute(
+        text("SELECT provider_batch_id FROM batches WHERE provider = :p "
+             "AND provider_batch_id IN :ids").bindparams(bindparam("ids", expanding=True)),
+        {"p": provider, "ids": wanted}).scalars())
+
+
+def unanswered_creates(conn: Connection, provider: str, item_count: int,
+                       other_than: str) -> list[Batch]:
+    """Other pending rows of the provider, of the same size, whose create may have made a
+    batch nobody has recorded yet (its answer was lost, or it is being sent now)."""
+    return as_batches(conn.execute(
+        text("SELECT * FROM batches WHERE provider = :p AND status = :pending "
+             "AND provider_batch_id IS NULL AND create_attempted_at IS NOT NULL "
+             "AND item_count = :n AND id <> :id"),
+        {"p": provider, "pending": str(BatchStatus.PENDING), "n": item_count,
+         "id": other_than}))
+
+
 def cancellable(conn: Connection, id_or_provider_id: str | None,
                 job: str | None = None) -> list[Batch]:
     """The batch named by a local or provider id (whatever its status), or with None every
@@ -148,13 +171,15 @@ def insert_duplicate(conn: Connection, batch: Batch, duplicate_id: str, extra: P
     conn.execute(
         text("INSERT INTO batches (id, provider, model, endpoint, status, status_reason, "
              "provider_batch_id, provider_status, item_count, cancel_requested, "
-             "duplicate_of, input_file_created_at, create_attempted_at, next_action_at, "
-             "created_at, updated_at, job, budget_hold_usd) VALUES (:id, :p, :m, :e, :status, "
-             ":reason, :pbid, :ps, 0, 1, :dup, :filed, :now, :now, :now, :now, :job, :hold)"),
+             "duplicate_of, input_file_created_at, provider_time_at_intent, "
+             "create_attempted_at, next_action_at, created_at, updated_at, job, "
+             "budget_hold_usd) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, :ps, 0, 1, "
+             ":dup, :filed, :clock, :now, :now, :now, :now, :job, :hold)"),
         {"id": duplicate_id, "p": batch.provider, "m": batch.model, "e": batch.endpoint,
          "job": batch.job, "hold": batch.budget_hold_usd,
          "status": str(status), "pbid": extra.provider_batch_id,
          "ps": extra.provider_status, "dup": batch.id, "filed": batch.input_file_created_at,
+         "clock": batch.provider_time_at_intent,
          "now": now, "reason": reason})
 
 
@@ -165,6 +190,17 @@ def record_upload(conn: Connection, batch_id: str, file_id: str, created_at: int
                 "updated_at = :now WHERE id = :id AND status = :pending "
                 "AND input_file_id IS NULL",
                 {"f": file_id, "c": created_at, "now": now, "id": batch_id})
+
+
+def record_provider_time(conn: Connection, batch_id: str, provider_time: int,
+                         now: float) -> None:
+    """The provider's clock before the row's first create (kept from the first reading):
+    a batch a lost create answer hid was created at or after it."""
+    conn.execute(text("UPDATE batches SET provider_time_at_intent = :t, updated_at = :now "
+                      "WHERE id = :id AND status = :pending "
+                      "AND provider_time_at_intent IS NULL"),
+                 {"t": provider_time, "now": now, "id": batch_id,
+                  "pending": str(BatchStatus.PENDING)})
 
 
 def record_create_intent(conn: Connection, batch_id: str, now: float) -> None:

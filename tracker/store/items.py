@@ -111,6 +111,21 @@ def stream_in_batch(conn: Connection, batch_id: str, *,
         yield {"id": row.id, "input_payload": payload}
 
 
+def record_custom_ids(conn: Connection, batch_id: str, sent_as: dict[str, str]) -> None:
+    """Keep the custom id each item is sent under, where it is not the item's own id."""
+    if sent_as:
+        conn.execute(text("UPDATE items SET custom_id = :c WHERE id = :id AND batch_id = :b"),
+                     [{"c": custom_id, "id": item_id, "b": batch_id}
+                      for item_id, custom_id in sent_as.items()])
+
+
+def sent_as(conn: Connection, batch_id: str) -> dict[str, str]:
+    """custom id -> item id, for the batch's items sent under another id than their own."""
+    return {row.custom_id: row.id for row in conn.execute(
+        text("SELECT id, custom_id FROM items WHERE batch_id = :b AND custom_id IS NOT NULL"),
+        {"b": batch_id})}
+
+
 def attempts_used(conn: Connection, batch_id: str) -> dict[str, int]:
     """Each item still in the batch -> the sends counted against its attempts, in id order."""
     return {row.id: int(row.used) for row in conn.execute(
