@@ -41,7 +41,9 @@ class ModelConfig(_Strict):
     #: The endpoint its requests go to: chat (/v1/chat/completions), embedding
     #: (/v1/embeddings), responses (/v1/responses) or completion (/v1/completions).
     mode: Literal["chat", "embedding", "responses", "completion"] = "chat"
-    max_prompts_per_batch: int = Field(default=50_000, ge=1, le=50_000)
+    #: The tracker's cap per batch; each provider also checks its own limit (OpenAI 50,000
+    #: requests, Anthropic 100,000).
+    max_prompts_per_batch: int = Field(default=50_000, ge=1, le=100_000)
     pricing_tier: Literal["batch"] = "batch"
     #: Cap on estimated prompt tokens in flight for this model (None: no cap).
     max_enqueued_tokens: int | None = Field(default=None, ge=1)
@@ -50,6 +52,8 @@ class ModelConfig(_Strict):
     #: The most output tokens one request may produce (a budget's worst case for requests
     #: that set no max_tokens); overrides the packaged table.
     max_output_tokens: int | None = Field(default=None, ge=1)
+    #: The max_tokens a request that sets none is sent with; Anthropic requires one.
+    max_tokens: int | None = Field(default=None, ge=1)
 
 
 #: The provider kind of a section that names none (and whose name is no kind).
