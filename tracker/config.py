@@ -44,6 +44,8 @@ class ModelConfig(_Strict):
     #: The endpoint its requests go to: chat (/v1/chat/completions), embedding
     #: (/v1/embeddings), responses (/v1/responses) or completion (/v1/completions).
     mode: Literal["chat", "embedding", "responses", "completion"] = "chat"
+    #: The most items one batch holds; at most the provider kind's own limit (OpenAI 50,000
+    #: requests, Anthropic 100,000).
     max_prompts_per_batch: int = Field(default=50_000, ge=1, le=100_000)
     pricing_tier: Literal["batch"] = "batch"
     #: Cap on estimated prompt tokens in flight for this model (None: no cap).
@@ -59,9 +61,6 @@ class ModelConfig(_Strict):
 
 #: The provider kind of a section that names none (and whose name is no kind).
 DEFAULT_KIND = "openai"
-#: Kinds a section may be named after before they exist: such a section names its kind, so
-#: it never talks to the wrong API by default.
-PLANNED_KINDS = frozenset({"anthropic"})
 #: Provider names: they label items, results and metrics.
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -212,12 +211,6 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:
             line = _yaml_line(root, ("batch", "providers", name))
             raise ConfigError(f"{source}:{line}: batch.providers.{name!r}: a provider name is 1 "
                               "to 64 letters, digits, '_', '-' or '.'")
-        if section.kind is None and name in PLANNED_KINDS - set(registry.known_providers()):
-            line = _yaml_line(root, ("batch", "providers", name))
-            raise ConfigError(
-                f"{source}:{line}: batch.providers.{name}: the {name} kind is not available "
-                f"yet (known: {', '.join(registry.known_providers())}); for an OpenAI-compatible "
-                "server of that name give kind: openai")
         if section.kind is not None and section.kind not in registry.known_providers():
             line = _yaml_line(root, ("batch", "providers", name, "kind"))
             raise ConfigError(
@@ -236,8 +229,8 @@ def _check_models(source: Path, root: yaml.Node | None, name: str, section: Prov
         if kind.endpoints and model.mode not in kind.endpoints:
             line = _yaml_line(root, (*where, "mode"))
             raise ConfigError(
-                f"{source}:{line}: batch.providers.{name}.models[{index}].mode: the {kind.name} kind "
-                f"provider serves {', '.join(kind.endpoints)}, not {model.mode}")
+                f"{source}:{line}: batch.providers.{name}.models[{index}].mode: a "
+                f"{kind.name}-kind provider serves {', '.join(kind.endpoints)}, not {model.mode}")
         if model.max_prompts_per_batch > kind.max_lines_per_batch:
             line = _yaml_line(root, (*where, "max_prompts_per_batch"))
             raise ConfigError(

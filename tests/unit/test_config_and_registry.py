@@ -38,8 +38,6 @@ def test_load_config__packaged_default() -> None:
     "text,line,fragment",
     [
         (GOOD.replace("      models:", "     models:"), 5, "YAML syntax error"),
-        (GOOD.replace("openai:", "anthropic:"), 3,
-         "batch.providers.anthropic: the anthropic kind is not available yet"),
         (GOOD.replace("enabled: true", "kind: nope"), 4,
          "batch.providers.openai.kind: unknown kind 'nope'"),
         (GOOD.replace("openai:", "my host:"), 3, "batch.providers.'my host': a provider name is"),
@@ -49,7 +47,9 @@ def test_load_config__packaged_default() -> None:
          "models[0].name: required key is missing"),
         (GOOD.replace("enabled: true", 'enabled: "yes"'), 4, "openai.enabled: input should be"),
         (GOOD.replace("20", "0"), 8, "models[0].max_prompts_per_batch: input should be greater"),
-        (GOOD.replace("20", "50001"), 8, "max_prompts_per_batch: one openai batch holds at most 50000"),
+        (GOOD.replace("20", "50001"), 8,
+         "max_prompts_per_batch: one openai batch holds at most 50000"),
+        (GOOD.replace("20", "100001"), 8, "max_prompts_per_batch: input should be less"),
         (GOOD.replace("mode: chat", "mode: images"), 7, "models[0].mode"),
         ("providers: {}\n", 1, "batch: required key is missing"),
         ("- 1\n", None, "expected a mapping"),
@@ -66,6 +66,19 @@ def test_load_config__errors_name_file_line_and_key(tmp_path: Path, text: str,
     assert "\n" not in message
     assert message.startswith(f"{path}:{line}:" if line else f"{path}:")
     assert fragment in message
+
+
+def test_load_config__an_anthropic_section_speaks_anthropic_with_a_max_tokens_default(
+        tmp_path: Path) -> None:
+    path = tmp_path / "llm_config.yaml"
+    path.write_text(GOOD.replace("openai:", "anthropic:").replace(
+        "gpt-5-mini", "claude-haiku-4-5").replace("pricing_tier: batch",
+                                                  "pricing_tier: batch\n          max_tokens: 512"))
+    config = load_config(path)
+    assert config.kind_of("anthropic") == "anthropic"
+    options = config.provider("anthropic").client_options()
+    assert options["models"][0]["max_tokens"] == 512
+    assert registry.provider_class("anthropic").max_lines_per_batch == 100_000
 
 
 def test_load_config__missing_file(tmp_path: Path) -> None:

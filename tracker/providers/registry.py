@@ -61,3 +61,4 @@ def create_provider(name: str, config: Mapping[str, Any] | None = None) -> BaseB
 
 
 register_provider("openai", "tracker.providers.openai:OpenAIBatchProvider")
+register_provider("anthropic", "tracker.providers.anthropic:AnthropicBatchProvider")

@@ -127,6 +127,10 @@ class FakeAnthropic(FakeHttpServer):
         record = self.state.batches.get(batch_id) or self.state.deleted[batch_id]
         return [r["custom_id"] for r in record.requests]
 
+    def server_time(self) -> float:
+        """The fake's clock, so the `Date` header follows it as the batches' times do."""
+        return self.state.clock()
+
     def results_url(self, batch_id: str) -> str:
         return f"{self.base_url}/v1/messages/batches/{batch_id}/results"
 

@@ -145,6 +145,11 @@ class FakeHttpServer:
         """The answer to a body over `max_body_bytes`."""
         return Response(413, {}, b"")
 
+    def server_time(self) -> float:
+        """The time the HTTP `Date` header of every answer gives (a fake on a manual clock
+        returns that clock)."""
+        return time.time()
+
     # -- lifecycle --------------------------------------------------------------------------
 
     @property
@@ -244,6 +249,10 @@ def _handler_for(fake: FakeHttpServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             return
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            return super().date_time_string(fake.server_time() if timestamp is None
+                                            else timestamp)
 
         def _body(self) -> bytes | None:
             """The request body; None if it is over `max_body_bytes` (read and dropped, so

@@ -1,0 +1,93 @@
+"""Turn `anthropic` SDK exceptions into the provider's transient/permanent error classes.
+
+Reads the status code, the error body (`{"type": "error", "error": {"type", "message"}}`) and
+the response headers; never parses `str(exc)`. The retry hint and the key redaction are the
+OpenAI provider's (`parse_retry_after`, `redact_secrets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+import httpx2
+
+from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
+from tracker.providers.openai_errors import RATE_LIMIT_DEFAULT_RETRY_AFTER, parse_retry_after
+from tracker.redact import redact_secrets
+
+#: The HTTP status each Anthropic error type stands for (docs "Errors"); a result line that
+#: errored carries only the type, and the tracker decides by status (4xx other than
+#: 408/409/429 is permanent). An unknown type counts as a server error.
+ERROR_TYPE_STATUS: dict[str, int] = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+UNKNOWN_ERROR_STATUS = 500
+
+
+def status_for_error_type(error_type: str | None) -> int:
+    """The HTTP status of an error type (500 for one not known)."""
+    return ERROR_TYPE_STATUS.get(error_type or "", UNKNOWN_ERROR_STATUS)
+
+
+def error_fields(body: Any) -> tuple[str | None, str | None]:
+    """`(message, type)` of an Anthropic error body, or of a plain-text body."""
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping):
+            message = error.get("message")
+            kind = error.get("type")
+            return (str(message) if message else None,
+                    str(kind) if kind is not None and kind != "error" else None)
+        return None, None
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:500], None
+    return None, None
+
+
+def classify_anthropic_error(exc: BaseException, *,
+                             api_key: str | None = None) -> ProviderError:
+    """Map an exception from an SDK call to `TransientProviderError` or `PermanentProviderError`.
+
+    Transient: connection errors and timeouts, 408, 409, 429 (rate limit, 60 s without a
+    hint), 529 (overloaded) and every other 5xx. Permanent: 400, 401, 402, 403, 404, 413 and
+    the other 4xx; `code` is the error type of the body.
+    """
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, anthropic.APITimeoutError):
+        return TransientProviderError("request timed out", code="timeout")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return TransientProviderError("connection error", code="connection_error")
+    if isinstance(exc, httpx2.TransportError):
+        return TransientProviderError(f"network error: {type(exc).__name__}",
+                                      code="connection_error")
+    if not isinstance(exc, anthropic.APIStatusError):
+        return PermanentProviderError(redact_secrets(f"{type(exc).__name__}: {exc}", api_key))
+
+    status = exc.status_code
+    message, error_type = error_fields(exc.body)
+    text = redact_secrets(f"HTTP {status}: {message or 'no message'}", api_key)
+    retry_after = parse_retry_after(exc.response.headers)
+
+    if status == 429:
+        return TransientProviderError(
+            text,
+            retry_after=RATE_LIMIT_DEFAULT_RETRY_AFTER if retry_after is None else retry_after,
+            status_code=status,
+            code=error_type or "rate_limit_error",
+        )
+    if status in (408, 409) or status >= 500:
+        return TransientProviderError(text, retry_after=retry_after, status_code=status,
+                                      code=error_type)
+    return PermanentProviderError(text, status_code=status, code=error_type)
