@@ -1,0 +1,185 @@
+"""The tracker's steps against the fake Anthropic Message Batches API: requests inline, custom
+ids the API accepts joined back to any item id, and the reconcile after a lost create answer at
+a provider whose batches carry no metadata (found by the provider's clock and the request
+count; told apart by their results' custom ids when two unanswered rows could own one).
+
+Real `anthropic` SDK over HTTP, real databases (both engines), one manual clock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from tests.integration.daemon_harness import (
+    CLAUDE_MODEL,
+    batches,
+    drive,
+    enqueue,
+    history,
+    items,
+    items_by_status,
+    make_anthropic_config,
+    make_anthropic_context,
+)
+from tracker.context import Context
+from tracker.daemon import run_steps_once
+from tracker.enqueue import enqueue_stream
+from tracker.providers.anthropic import wire_custom_id
+from tracker.testing.fake_anthropic import FakeAnthropic, Fault, ManualClock
+
+CREATE = "/v1/messages/batches"
+
+
+@pytest.fixture
+def fake(clock: ManualClock) -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(clock=clock, in_progress_seconds=5.0) as server:
+        yield server
+
+
+@pytest.fixture
+def ctx(engine: Engine, fake: FakeAnthropic, clock: ManualClock, tmp_path: Path) -> Context:
+    return make_anthropic_context(engine, fake, clock, tmp_path)
+
+
+def ran(server: FakeAnthropic) -> Counter[str]:
+    """How many times each custom id ran successfully at the provider (what was paid for)."""
+    return Counter(custom_id for _, custom_id, outcome in server.executions
+                   if outcome == "succeeded")
+
+
+def reasons(ctx: Context) -> list[str]:
+    return [reason or "" for batch in batches(ctx)
+            for _, _, reason in history(ctx, batch.id)]
+
+
+def test_round_trip__system_translated_odd_ids_sent_as_valid_custom_ids_and_joined_back(
+        ctx: Context, fake: FakeAnthropic, clock: ManualClock) -> None:
+    lines = [
+        {"id": "doc/1.json", "input_payload": {"messages": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "first [usage:40,7,10,3]"}]}},
+        {"id": "plain-2", "input_payload": {"messages": [
+            {"role": "user", "content": "second"}], "max_tokens": 5}},
+        {"id": "ä" * 70, "input_payload": {"messages": [{"role": "user", "content": "third"}]}},
+    ]
+    data = io.BytesIO("".join(json.dumps(line) + "\n" for line in lines).encode())
+    enqueue_stream(ctx.engine, data, "in.jsonl", ctx.config, default_model=CLAUDE_MODEL,
+                   now=ctx.now())
+    drive(ctx, clock)
+
+    stored = items(ctx)
+    assert {i: r.status for i, r in stored.items()} == dict.fromkeys(
+        ["doc/1.json", "plain-2", "ä" * 70], "succeeded")
+    assert stored["doc/1.json"].output_text == "echo: first [usage:40,7,10,3]"
+    assert stored["plain-2"].output_text == "echo: second"
+    assert (stored["doc/1.json"].prompt_tokens, stored["doc/1.json"].cached_tokens,
+            stored["doc/1.json"].completion_tokens) == (53, 10, 7)  # 40 + 10 read + 3 written
+    assert stored["plain-2"].custom_id is None  # valid as it is: sent under its own id
+    assert stored["doc/1.json"].custom_id == wire_custom_id("doc/1.json") != "doc/1.json"
+    [provider_batch] = fake.batches
+    assert sorted(fake.batch_custom_ids(provider_batch)) == sorted(
+        [stored["doc/1.json"].custom_id, "plain-2", stored["ä" * 70].custom_id])
+    sent = {r["custom_id"]: r["params"] for r in fake.batches[provider_batch].requests}
+    first = sent[stored["doc/1.json"].custom_id]
+    assert first["system"] == "Answer briefly."
+    assert first["messages"] == [{"role": "user", "content": "first [usage:40,7,10,3]"}]
+    assert (first["max_tokens"], sent["plain-2"]["max_tokens"]) == (64, 5)
+    assert first["model"] == CLAUDE_MODEL
+    [batch] = batches(ctx)
+    assert batch.endpoint == "/v1/messages" and batch.provider_time_at_intent is not None
+
+
+def test_lost_create__the_one_candidate_is_adopted_and_nothing_runs_twice(
+        ctx: Context, fake: FakeAnthropic, clock: ManualClock) -> None:
+    fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+    drive(ctx, clock)
+    assert len(fake.batches) == 1
+    assert ran(fake) == {"q0": 1, "q1": 1, "q2": 1}
+    assert items_by_status(ctx) == {"succeeded": 3}
+    assert any("adopted" in reason for reason in reasons(ctx))
+
+
+def test_lost_create_with_a_lagging_list__no_second_create_within_the_grace(
+        ctx: Context, fake: FakeAnthropic, clock: ManualClock) -> None:
+    fake.list_lag_seconds = 30.0  # under the default grace of 60 s
+    fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+    drive(ctx, clock)
+    assert len(fake.batches) == 1
+    assert ran(fake) == {"q0": 1, "q1": 1, "q2": 1}
+    assert items_by_status(ctx) == {"succeeded": 3}
+
+
+def test_two_rows_lose_their_creates__each_adopts_its_own_by_the_results_custom_ids(
+        engine: Engine, fake: FakeAnthropic, clock: ManualClock, tmp_path: Path) -> None:
+    ctx = make_anthropic_context(engine, fake, clock, tmp_path, make_anthropic_config(2))
+    fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=2))
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(4)})
+    run_steps_once(ctx)
+    rows = [b for b in batches(ctx) if b.create_attempted_at is not None]
+    assert len(rows) == 2 and len(fake.batches) == 2  # both made, neither answer came
+    clock.advance(2.0)
+    run_steps_once(ctx)
+    waiting = [b.last_error or "" for b in batches(ctx)]
+    assert all("may be this batch's or another's" in error for error in waiting), waiting
+    drive(ctx, clock)
+    assert len(fake.batches) == 2  # nothing created again
+    assert ran(fake) == {f"q{i}": 1 for i in range(4)}
+    assert items_by_status(ctx) == {"succeeded": 4}
+    for batch in batches(ctx):
+        sent = set(fake.batch_custom_ids(batch.provider_batch_id))
+        assert sent == {i for i, r in items(ctx).items() if r.batch_id == batch.id}
+
+
+def test_list_lag_beyond_the_grace__late_twin_cancelled_before_it_runs(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeAnthropic(clock=clock, in_progress_seconds=100.0, canceling_seconds=1.0,
+                       list_lag_seconds=20.0) as fake:
+        ctx = make_anthropic_context(engine, fake, clock, tmp_path,
+                                     make_anthropic_config(provider={"list_lag_grace": 5.0}))
+        fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+        enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+        run_steps_once(ctx)
+        [ghost] = fake.batches
+        drive(ctx, clock, max_ticks=300)
+        assert len(fake.batches) == 2
+        assert fake.get_batch(ghost)["cancel_initiated_at"] is not None
+        assert all(batch_id != ghost for batch_id, _, outcome in fake.executions
+                   if outcome == "succeeded")  # cancelled before any line of it ran
+        assert ran(fake) == {"q0": 1, "q1": 1, "q2": 1}
+        duplicate = [b for b in batches(ctx) if b.duplicate_of is not None]
+        assert [b.provider_batch_id for b in duplicate] == [ghost]
+
+
+def test_an_earlier_batch_of_the_same_size_is_never_taken_for_a_lost_one(
+        ctx: Context, fake: FakeAnthropic, clock: ManualClock) -> None:
+    """A batch of the account made before the create (another tool's, or long ago) is not a
+    candidate: the window opens at the provider's clock read before the create."""
+    foreign = _create_directly(fake, ["x0", "x1", "x2"])
+    clock.advance(1000.0)
+    fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 3}
+    assert foreign not in {b.provider_batch_id for b in batches(ctx)}
+    assert ran(fake)["q0"] == 1
+
+
+def _create_directly(fake: FakeAnthropic, custom_ids: list[str]) -> str:
+    import anthropic
+
+    client = anthropic.Anthropic(api_key="k", base_url=fake.base_url, max_retries=0)
+    created: Any = client.messages.batches.create(requests=[
+        {"custom_id": c, "params": {"model": CLAUDE_MODEL, "max_tokens": 5,
+                                     "messages": [{"role": "user", "content": "hi"}]}}
+        for c in custom_ids])
+    return str(created.id)
