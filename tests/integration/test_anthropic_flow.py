@@ -183,3 +183,22 @@ def _create_directly(fake: FakeAnthropic, custom_ids: list[str]) -> str:
                                      "messages": [{"role": "user", "content": "hi"}]}}
         for c in custom_ids])
     return str(created.id)
+
+
+def test_create_refused_for_one_request__that_item_fails_alone_and_the_rest_run(
+        ctx: Context, fake: FakeAnthropic, clock: ManualClock) -> None:
+    """The API checks each request when the batch is created and refuses the whole create
+    naming the request at fault: that item fails, the batch is sent again without it."""
+    lines = [{"id": f"q{i}", "input_payload": {
+        "messages": [{"role": "user", "content": f"question {i}"}],
+        **({"temperature": 1.5} if i == 1 else {})}} for i in range(3)]
+    data = io.BytesIO("".join(json.dumps(line) + "\n" for line in lines).encode())
+    enqueue_stream(ctx.engine, data, "in.jsonl", ctx.config, default_model=CLAUDE_MODEL,
+                   now=ctx.now())
+    drive(ctx, clock)
+    stored = items(ctx)
+    assert {i: r.status for i, r in stored.items()} == {
+        "q0": "succeeded", "q1": "failed", "q2": "succeeded"}
+    assert "requests.1" in (stored["q1"].error_message or "")
+    assert ran(fake) == {"q0": 1, "q2": 1}
+    assert len(fake.batches) == 1

@@ -430,7 +430,8 @@ class AnthropicBatchProvider(BaseBatchProvider):
         try:
             batch = self._once.messages.batches.create(requests=requests)
         except Exception as exc:
-            raise self._error(exc) from exc
+            error = self._error(exc)
+            raise one_request_refused(error, prepared.custom_ids) or error from exc
         return batch_status_from_anthropic(batch)
 
     def submit(self, prepared: PreparedBatch) -> SubmitResult:
@@ -653,6 +654,22 @@ class AnthropicBatchProvider(BaseBatchProvider):
             # No answer came (the SDK's retries used up): the one call the hook cannot see.
             self.observe_call(request.method, request.url.path, "connection_error")
         return classify_anthropic_error(exc, api_key=self._api_key)
+
+
+#: Where a refused create names the one request at fault: "requests.12.params.max_tokens: ...".
+_REQUEST_AT = re.compile(r"\brequests\.(\d+)\.")
+
+
+def one_request_refused(error: Exception, custom_ids: tuple[str, ...]) -> Exception | None:
+    """A create refused with a 400 that names one request: that request's error (its item
+    fails alone and the batch is sent without it), else None."""
+    if not isinstance(error, PermanentProviderError) or error.status_code != 400:
+        return None
+    found = _REQUEST_AT.search(error.message)
+    if found is None or int(found.group(1)) >= len(custom_ids):
+        return None
+    return InvalidItemError(error.message, custom_id=custom_ids[int(found.group(1))],
+                            status_code=400)
 
 
 def parse_http_date(value: str | None) -> int | None:

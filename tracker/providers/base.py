@@ -78,8 +78,8 @@ class InvalidItemError(PermanentProviderError):
     """One item cannot be sent as it is (raised by `prepare_payloads`): it fails alone, and the
     batch is built again without it."""
 
-    def __init__(self, message: str, *, custom_id: str) -> None:
-        super().__init__(message, code="invalid_item")
+    def __init__(self, message: str, *, custom_id: str, status_code: int | None = None) -> None:
+        super().__init__(message, code="invalid_item", status_code=status_code)
         self.custom_id = custom_id
 
 

@@ -9,6 +9,7 @@ the provider's list has had `list_lag_grace` seconds to show the first one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from sqlalchemy import Connection
@@ -157,25 +158,27 @@ def _create_inline(ctx: Context, batch: Batch,
             batches.record_provider_time(
                 conn, batch.id, provider_time if provider_time is not None else int(ctx.now()),
                 ctx.now())
-    try:
-        prepared = _build(ctx, batch, provider)
-    except PermanentProviderError as exc:  # e.g. the model is no longer configured
-        if pausing(exc):
-            raise
-        raise _Refused(exc) from exc
-    if prepared is None:
-        return None
-    try:
+    prepared = _build_or_refuse(ctx, batch, provider)
+    while prepared is not None:
         sent_as = _sent_under_other_ids(ctx, batch, provider)
-        with ctx.write() as conn:
-            items.record_custom_ids(conn, batch.id, sent_as)
-            batches.record_create_intent(conn, batch.id, ctx.now())
-        crash_point("before_create")
-        ctx.check_lease()
-        crash_point("before_create_call")
-        return _create(ctx, batch, provider, lambda: provider.create_batch_inline(prepared))
-    finally:
-        prepared.jsonl_path.unlink(missing_ok=True)
+        try:
+            with ctx.write() as conn:
+                items.record_custom_ids(conn, batch.id, sent_as)
+                batches.record_create_intent(conn, batch.id, ctx.now())
+            crash_point("before_create")
+            ctx.check_lease()
+            crash_point("before_create_call")
+            return _create(ctx, batch, provider,
+                           functools.partial(provider.create_batch_inline, prepared))
+        except InvalidItemError as exc:  # the create was refused for one request's sake
+            item_of = {custom_id: item_id for item_id, custom_id in sent_as.items()}
+            if not _fail_item(ctx, batch, item_of.get(exc.custom_id, exc.custom_id),
+                              exc.message):
+                return None
+        finally:
+            prepared.jsonl_path.unlink(missing_ok=True)
+        prepared = _build_or_refuse(ctx, batch, provider)
+    return None
 
 
 def _sent_under_other_ids(ctx: Context, batch: Batch,
@@ -197,6 +200,8 @@ def _create(ctx: Context, batch: Batch, provider: BaseBatchProvider,
                                              code="create_answer_lost") from exc
             raise
         _forget_create_intent(ctx, batch)
+        if isinstance(exc, InvalidItemError):
+            raise  # one request is at fault: it fails alone and the rest are sent again
         earlier_lost = batch.create_attempted_at is not None
         if (isinstance(exc, PermanentProviderError) and not pausing(exc)
                 and (not earlier_lost or batch.create_attempts + 1 >= MAX_CREATE_ATTEMPTS)):
@@ -221,13 +226,20 @@ def _forget_create_intent(ctx: Context, batch: Batch) -> None:
         batches.forget_create_intent(conn, batch.id, batch.create_attempted_at)
 
 
-def _upload(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> str | None:
+def _build_or_refuse(ctx: Context, batch: Batch,
+                     provider: BaseBatchProvider) -> PreparedBatch | None:
+    """`_build`, where a refusal of the whole batch (e.g. the model is no longer configured)
+    ends the row, unless it pauses the provider."""
     try:
-        prepared = _build(ctx, batch, provider)
-    except PermanentProviderError as exc:  # e.g. the model is no longer configured
+        return _build(ctx, batch, provider)
+    except PermanentProviderError as exc:
         if pausing(exc):
             raise
         raise _Refused(exc) from exc
+
+
+def _upload(ctx: Context, batch: Batch, provider: BaseBatchProvider) -> str | None:
+    prepared = _build_or_refuse(ctx, batch, provider)
     if prepared is None:
         return None
     try:
@@ -275,10 +287,10 @@ def _fail_item(ctx: Context, batch: Batch, item_id: str, message: str) -> bool:
     now = ctx.now()
     with ctx.write() as conn:
         move_item(conn, item_id, ItemStatus.IN_BATCH, ItemStatus.FAILED,
-                  f"refused before upload: {message}", now, error_message=message,
+                  f"refused before the batch was sent: {message}", now, error_message=message,
                   error_code="invalid_item", finished_at=now)
         left = _set_item_count(conn, batch.id, now)
-    log.error("batch %s: item %s refused before upload: %s", batch.id, item_id, message)
+    log.error("batch %s: item %s refused before the batch was sent: %s", batch.id, item_id, message)
     return left > 0
 
 
@@ -324,7 +336,7 @@ def _set_item_count(conn: Connection, batch_id: str, now: float) -> int:
     batches.set_item_count(conn, batch_id, left, now)
     if left == 0:
         move_batch(conn, batch_id, BatchStatus.PENDING, BatchStatus.FAILED,
-                   "every item was refused before upload", now, ended_at=now,
+                   "every item was refused before the batch was sent", now, ended_at=now,
                    next_action_at=now)
     return left
 

@@ -209,6 +209,10 @@ class FakeMessageBatchState(BatchStore[MessageBatchRecord]):
         if not messages:
             raise AnthropicApiError(400, f"{where}.messages: List should have at least 1 item "
                                     "after validation, not 0")
+        temperature = params.get("temperature", 0)
+        if not isinstance(temperature, int | float) or not 0 <= temperature <= 1:
+            raise AnthropicApiError(400, f"{where}.temperature: Input should be a number "
+                                    "between 0 and 1")
         if params.get("stream"):
             raise AnthropicApiError(400, f"{where}.stream: streaming is not supported for "
                                     "batch requests")
