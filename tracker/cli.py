@@ -271,6 +271,8 @@ def _item_lines(item: dict[str, Any]) -> list[str]:
     batch = item["batch_id"] or "none"
     if item["provider_batch_id"]:
         batch += f" ({item['provider_batch_id']} at the provider)"
+    if item.get("custom_id"):
+        batch += f", sent as custom_id {item['custom_id']}"
     lines = [
         f"item {item['id']}: {item['status']} ({item['status_reason'] or ''})",
         f"  job {item['job']}, provider {item['provider']}, model {item['model']}, "

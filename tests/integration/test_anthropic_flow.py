@@ -202,3 +202,21 @@ def test_create_refused_for_one_request__that_item_fails_alone_and_the_rest_run(
     assert "requests.1" in (stored["q1"].error_message or "")
     assert ran(fake) == {"q0": 1, "q2": 1}
     assert len(fake.batches) == 1
+
+
+def test_results_never_downloadable__lines_sent_again_not_taken_for_cancelled(
+        engine: Engine, fake: FakeAnthropic, clock: ManualClock, tmp_path: Path) -> None:
+    """An ended batch is not a cancelled one: lines its results never gave are sent again."""
+    ctx = make_anthropic_context(engine, fake, clock, tmp_path,
+                                 make_anthropic_config(provider={"not_found_grace": 5.0}))
+    fake.results_not_found_seconds = 10_000.0
+    enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+    for _ in range(100):
+        if any(b.status == "ingested" for b in batches(ctx)):
+            break
+        run_steps_once(ctx)
+        clock.advance(1.0)
+    assert items_by_status(ctx) == {"queued": 3}
+    fake.results_not_found_seconds = 0.0
+    drive(ctx, clock)
+    assert items_by_status(ctx) == {"succeeded": 3}

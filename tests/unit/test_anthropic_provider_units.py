@@ -208,7 +208,8 @@ def test_inline_provider__no_upload_no_metadata_search() -> None:
     assert provider.find_batches_by_metadata("k", "v") == []
     with pytest.raises(NotImplementedError, match="inline"):
         provider.create_batch("file", "/v1/messages", {})
-    assert provider.cancel_acknowledged("canceling") and provider.cancel_acknowledged("ended")
+    assert provider.cancel_acknowledged("canceling")
+    assert not provider.cancel_acknowledged("ended")  # ended is not cancelled
     assert not provider.cancel_acknowledged("in_progress")
     assert not provider.failed_validation("ended")
 

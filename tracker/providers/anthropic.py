@@ -458,7 +458,10 @@ class AnthropicBatchProvider(BaseBatchProvider):
         return status
 
     def cancel_acknowledged(self, provider_status: str | None) -> bool:
-        return provider_status in ("canceling", "ended")
+        """Only `canceling`: `ended` says nothing of a cancel (an ended batch that was
+        cancelled is normalized to CANCELLED, and a cancel sent to an ended batch is
+        answered with its status)."""
+        return provider_status == "canceling"
 
     def failed_validation(self, provider_status: str | None) -> bool:
         """A Message Batch is validated in its create call: it never fails as a whole later."""

@@ -17,7 +17,8 @@ from tracker.retry import backoff_delay
 from tracker.store import batches
 
 #: Errors that stop all submissions to a provider until a probe succeeds.
-PAUSING_CODES = frozenset({"insufficient_quota", "invalid_api_key", "missing_api_key"})
+PAUSING_CODES = frozenset({"insufficient_quota", "invalid_api_key", "missing_api_key",
+                           "billing_error"})
 PAUSING_STATUSES = frozenset({401, 403})
 PROBE_INTERVAL = 60.0
 

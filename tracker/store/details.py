@@ -12,14 +12,15 @@ _ITEM_FIELDS = (
     "batch_id", "est_tokens", "prompt_tokens", "completion_tokens", "total_tokens",
     "cached_tokens", "reasoning_tokens",
     "output_text", "error_message", "error_code", "error_status", "created_at", "updated_at",
-    "finished_at", "not_before", "payload", "job", "metadata")
+    "finished_at", "not_before", "payload", "job", "metadata", "custom_id")
 _BATCH_FIELDS = (
     "id", "status", "status_reason", "provider", "model", "endpoint", "provider_batch_id",
     "provider_status", "input_file_id", "output_file_id", "error_file_id", "item_count",
     "est_tokens", "request_total", "request_completed", "request_failed", "succeeded_count",
     "failed_count", "requeued_count", "cancelled_count", "create_attempts", "duplicate_of",
     "cancel_requested", "last_error", "batch_errors", "created_at", "submitted_at",
-    "ended_at", "ingested_at", "claimed_by", "job", "budget_hold_usd", "budget_wait")
+    "ended_at", "ingested_at", "claimed_by", "job", "budget_hold_usd", "budget_wait",
+    "provider_time_at_intent")
 
 
 def _history(reader: Reader, entity: str, entity_id: str) -> list[dict[str, Any]]:
