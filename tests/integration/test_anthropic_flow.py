@@ -29,6 +29,7 @@ from tests.integration.daemon_harness import (
     make_anthropic_config,
     make_anthropic_context,
 )
+from tracker.actions import request_cancel
 from tracker.context import Context
 from tracker.daemon import run_steps_once
 from tracker.enqueue import enqueue_stream
@@ -175,10 +176,7 @@ def test_an_earlier_batch_of_the_same_size_is_never_taken_for_a_lost_one(
 
 
 def _create_directly(fake: FakeAnthropic, custom_ids: list[str]) -> str:
-    import anthropic
-
-    client = anthropic.Anthropic(api_key="k", base_url=fake.base_url, max_retries=0)
-    created: Any = client.messages.batches.create(requests=[
+    created: Any = _client(fake).messages.batches.create(requests=[
         {"custom_id": c, "params": {"model": CLAUDE_MODEL, "max_tokens": 5,
                                      "messages": [{"role": "user", "content": "hi"}]}}
         for c in custom_ids])
@@ -220,3 +218,36 @@ def test_results_never_downloadable__lines_sent_again_not_taken_for_cancelled(
     fake.results_not_found_seconds = 0.0
     drive(ctx, clock)
     assert items_by_status(ctx) == {"succeeded": 3}
+
+
+def test_tracker_cancel__finished_lines_kept_the_rest_cancelled(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeAnthropic(clock=clock, in_progress_seconds=10.0, canceling_seconds=1.0) as fake:
+        ctx = make_anthropic_context(engine, fake, clock, tmp_path)
+        enqueue(ctx, {"q0": "question 0", "q1": "question 1", "q2": "question 2 [slow]"})
+        run_steps_once(ctx)
+        clock.advance(8.0)  # q0 and q1 have run; q2 never ends on its own
+        [batch] = batches(ctx)
+        request_cancel(ctx, batch.provider_batch_id, all_open=False)
+        drive(ctx, clock)
+        assert {i: r.status for i, r in items(ctx).items()} == {
+            "q0": "succeeded", "q1": "succeeded", "q2": "cancelled"}
+        assert "tracker cancel" in (history(ctx, "q2")[-1][2] or "")
+        assert fake.get_batch(batch.provider_batch_id)["cancel_initiated_at"] is not None
+
+
+def test_cancelled_outside_the_tracker__unfinished_lines_cancelled(
+        ctx: Context, fake: FakeAnthropic, clock: ManualClock) -> None:
+    enqueue(ctx, {"q0": "question 0 [slow]", "q1": "question 1 [slow]"})
+    run_steps_once(ctx)
+    [batch] = batches(ctx)
+    _client(fake).messages.batches.cancel(batch.provider_batch_id)
+    drive(ctx, clock)
+    assert {r.status for r in items(ctx).values()} == {"cancelled"}
+    assert all("outside the tracker" in (history(ctx, i)[-1][2] or "") for i in ("q0", "q1"))
+
+
+def _client(fake: FakeAnthropic) -> Any:
+    import anthropic
+
+    return anthropic.Anthropic(api_key="k", base_url=fake.base_url, max_retries=0)
