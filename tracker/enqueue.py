@@ -95,7 +95,7 @@ def _find(value: object, bad: Callable[[object], bool], path: str = "") -> tuple
 
 def _parse_line(
     raw: bytes, where: str, default_model: str | None, default_provider: str | None,
-    accepts: dict[str, dict[str, tuple[bool, str]]],
+    accepts: dict[str, dict[str, ModelRule]],
 ) -> tuple[str, str, str, str, int, str | None]:
     try:
         text = raw.decode("utf-8")
@@ -143,10 +143,14 @@ def _parse_line(
             f"{where}: field 'model': {model!r} is not configured for provider {provider!r} "
             f"(configured: {', '.join(sorted(models)) or 'none'})"
         )
-    enabled, mode = models[model]
+    enabled, mode, needs_max_tokens = models[model]
     if not enabled:
         raise InputError(f"{where}: field 'model': {model!r} is not enabled in the config")
     _check_request(payload, mode, where, item_id)
+    if needs_max_tokens and not any(key in payload for key in MAX_TOKENS_KEYS):
+        raise InputError(f"{where}: field 'input_payload.max_tokens' is required by provider "
+                         f"{provider!r} (or give model {model!r} a max_tokens in the config; "
+                         f"id {item_id!r})")
     payload_json = _PAYLOAD_ENCODER.encode(payload)
     if not payload_json.isascii() and _LONE_SURROGATE.search(payload_json):
         path, _ = _find(payload, lambda v: isinstance(v, str) and bool(_LONE_SURROGATE.search(v)))
@@ -202,9 +206,16 @@ def _check_request(payload: dict[str, object], mode: str, where: str, item_id: s
                          f"or list for a {mode} model (id {item_id!r})")
 
 
-def model_acceptance(config: TrackerConfig) -> dict[str, dict[str, tuple[bool, str]]]:
+#: The keys a request may give its output limit under (a provider that requires one).
+MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens")
+#: What enqueue checks a line's model against: enabled, mode, must the line give max_tokens.
+ModelRule = tuple[bool, str, bool]
+
+
+def model_acceptance(config: TrackerConfig) -> dict[str, dict[str, ModelRule]]:
     """Per configured provider, its models: whether each may be used (provider enabled),
-    and its mode."""
+    its mode, and whether each request must give its max_tokens (the provider requires one
+    and the model sets no default)."""
     return {name: _models_of(config, name) for name in config.providers}
 
 
@@ -220,9 +231,13 @@ def default_provider(config: TrackerConfig, given: str | None) -> str | None:
     return next(iter(config.providers)) if len(config.providers) == 1 else None
 
 
-def _models_of(config: TrackerConfig, provider: str) -> dict[str, tuple[bool, str]]:
+def _models_of(config: TrackerConfig, provider: str) -> dict[str, ModelRule]:
+    from tracker.providers import registry
+
     section = config.provider(provider)
-    return {m.name: (section.enabled, m.mode) for m in section.models}
+    required = registry.provider_class(config.kind_of(provider)).requires_max_tokens
+    return {m.name: (section.enabled, m.mode, required and m.max_tokens is None)
+            for m in section.models}
 
 
 def enqueue_stream(
@@ -285,7 +300,7 @@ def _insert_all(
     name: str,
     provider: str | None,
     default_model: str | None,
-    accepts: dict[str, dict[str, tuple[bool, str]]],
+    accepts: dict[str, dict[str, ModelRule]],
     job: str,
     now: float,
 ) -> EnqueueResult:

@@ -30,11 +30,14 @@ from tests.integration.daemon_harness import (
     make_anthropic_context,
 )
 from tracker.actions import request_cancel
+from tracker.config import TrackerConfig
 from tracker.context import Context
 from tracker.daemon import run_steps_once
 from tracker.enqueue import enqueue_stream
+from tracker.errors import InputError
 from tracker.providers.anthropic import wire_custom_id
 from tracker.testing.fake_anthropic import FakeAnthropic, Fault, ManualClock
+from tracker.testing.fake_openai import FakeOpenAI
 
 CREATE = "/v1/messages/batches"
 
@@ -251,3 +254,47 @@ def _client(fake: FakeAnthropic) -> Any:
     import anthropic
 
     return anthropic.Anthropic(api_key="k", base_url=fake.base_url, max_retries=0)
+
+
+def _side_by_side(engine: Engine, openai_fake: FakeOpenAI, fake: FakeAnthropic,
+                  clock: ManualClock, tmp_path: Path, **claude_model: Any) -> Context:
+    config = TrackerConfig.model_validate({"batch": {"providers": {
+        "openai": {"api_key": "sk-openai-0123456789", "base_url": openai_fake.base_url,
+                   "max_retries": 0, "models": [{"name": "gpt-5-mini"}]},
+        "claude": {"kind": "anthropic", "api_key": "sk-ant-0123456789",
+                   "base_url": fake.base_url, "max_retries": 0,
+                   "models": [{"name": CLAUDE_MODEL, **claude_model}]}}}})
+    return Context(engine=engine, config=config, now=clock, poll_interval=1.0,
+                   work_dir=tmp_path)
+
+
+def test_openai_and_anthropic_side_by_side__each_line_to_its_provider(
+        engine: Engine, server: FakeOpenAI, fake: FakeAnthropic, clock: ManualClock,
+        tmp_path: Path) -> None:
+    ctx = _side_by_side(engine, server, fake, clock, tmp_path, max_tokens=32)
+    lines = [{"id": "o1", "input_payload": {"messages": [{"role": "user", "content": "hi"}]}},
+             {"id": "a1", "provider": "claude", "model": CLAUDE_MODEL,
+              "input_payload": {"messages": [{"role": "user", "content": "hello"}]}}]
+    data = io.BytesIO("".join(json.dumps(line) + "\n" for line in lines).encode())
+    enqueue_stream(ctx.engine, data, "mixed.jsonl", ctx.config, default_model="gpt-5-mini",
+                   now=ctx.now())
+    drive(ctx, clock)
+    stored = items(ctx)
+    assert {i: (r.status, r.provider, r.output_text) for i, r in stored.items()} == {
+        "o1": ("succeeded", "openai", "echo: hi"), "a1": ("succeeded", "claude", "echo: hello")}
+    assert ran(fake) == {"a1": 1} and len(server.batches) == 1
+
+
+def test_enqueue_for_anthropic_without_max_tokens__refused_naming_the_line_and_field(
+        engine: Engine, server: FakeOpenAI, fake: FakeAnthropic, clock: ManualClock,
+        tmp_path: Path) -> None:
+    ctx = _side_by_side(engine, server, fake, clock, tmp_path)  # no max_tokens default
+    lines = [{"id": "a0", "input_payload": {"messages": [{"role": "user", "content": "x"}],
+                                            "max_tokens": 5}},
+             {"id": "a1", "input_payload": {"messages": [{"role": "user", "content": "y"}]}}]
+    data = io.BytesIO("".join(json.dumps(line) + "\n" for line in lines).encode())
+    with pytest.raises(InputError) as caught:
+        enqueue_stream(ctx.engine, data, "claude.jsonl", ctx.config, provider="claude",
+                       default_model=CLAUDE_MODEL, now=ctx.now())
+    assert str(caught.value).startswith("claude.jsonl:2: field 'input_payload.max_tokens'")
+    assert items(ctx) == {}  # nothing half-written

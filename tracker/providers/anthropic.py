@@ -328,6 +328,7 @@ class AnthropicBatchProvider(BaseBatchProvider):
     takes_stored_payloads = False
     sends_requests_inline = True
     has_batch_metadata = False
+    requires_max_tokens = True
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})

@@ -280,6 +280,9 @@ class BaseBatchProvider(ABC):
     #: Whether provider batches carry the tracker's metadata: when False, reconcile after a
     #: lost create finds candidates by the provider's clock and the request count instead.
     has_batch_metadata: bool = True
+    #: Whether every request must give its output limit (`max_tokens`): enqueue refuses a
+    #: line without one unless its model sets a default.
+    requires_max_tokens: bool = False
     #: Told of every HTTP call: `(endpoint, outcome)`, e.g. `("POST /v1/files", "200")` or
     #: `(..., "connection_error")`; set by the daemon for its metrics.
     call_observer: Callable[[str, str], None] | None = None
