@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import inspect
 
 from tests.integration.test_crash import Tracker, _poll_until, _wait
+from tests.integration.test_demo import EXPECTED, demo_results
 from tracker.testing.fake_openai import FakeOpenAI, Fault
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,13 +113,30 @@ def test_readme_audit_queries__run_on_a_real_database(server: FakeOpenAI, tmp_pa
     assert [row[2] for row in results[1]] == ["queued", "in_batch", "succeeded"]
 
 
-def test_demo__runs_end_to_end(tmp_path: Path) -> None:
+def test_demo__runs_end_to_end_at_both_providers(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "tracker.testing.demo"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "sample-001   succeeded" in done.stdout
-    assert "sample-007   succeeded      2" in done.stdout  # retried after a transient 500
-    assert "sample-008   failed" in done.stdout
+    out = done.stdout
+    # sample-007 retried after a transient 500 at OpenAI; sample-008 failed at both
+    assert demo_results(out) == EXPECTED
+    # both models priced: the Anthropic one by the demo config's prices_per_million
+    cost = out.split("$ tracker cost --by model\n", 1)[1].split("\n$ ", 1)[0]
+    assert re.search(r"claude-sonnet-4-5 +│ result +│ +7 ", cost), cost
+    assert re.search(r"gpt-5-mini +│ result +│ +7 ", cost), cost
+    assert "unknown" not in cost
+    assert "$ tracker show sample-007\nitem sample-007: succeeded" in out
+    assert "$ tracker show claude-sample-003\nitem claude-sample-003: succeeded" in out
+    assert "provider claude, model claude-sonnet-4-5" in out
+    # the records `tracker results` writes carry the provider's name
+    run = tmp_path / "demo-run"
+    records = subprocess.run(
+        [sys.executable, "-m", "tracker", "--db", f"sqlite:///{run / 'tracker.db'}",
+         "--config", str(run / "llm_config.yaml"), "results"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True).stdout
+    providers = {json.loads(line)["id"]: json.loads(line)["provider"]
+                 for line in records.splitlines()}
+    assert providers == {item: provider for item, (provider, _, _) in EXPECTED.items()}
 
 
 def _service_settings(path: Path) -> dict[str, list[str]]:

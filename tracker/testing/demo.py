@@ -1,8 +1,11 @@
-"""`make demo`: the main job end to end on the embedded defaults, against the fake Batch API.
+"""`make demo`: the main job end to end against two fake batch APIs, OpenAI's and Anthropic's.
 
-Starts the fake server on loopback, then runs the real commands a user would run: enqueue the
-sample prompts, `tracker run --until-idle`, `tracker status`, `tracker results`. No API key
-needed. Everything lands in ./demo-run/.
+Starts both fakes on loopback (`tracker.testing.fake_openai`, `tracker.testing.fake_anthropic`),
+writes a config with two providers (`openai`, kind openai, and `claude`, kind anthropic), then
+runs the real commands a user would run: enqueue the sample prompts to each provider (the
+Anthropic copy as a job of its own, its ids prefixed `claude-` so every id stays unique),
+`tracker run --until-idle`, `tracker status`, `tracker cost`, `tracker show`, `tracker
+results`. No API key needed, no network beyond loopback. Everything lands in ./demo-run/.
 
 `--db postgresql+psycopg://USER@HOST:PORT/DBNAME --workers N` (`make demo-workers`) runs the
 same job on PostgreSQL with N workers at once. The demo then works in a database of its own,
@@ -29,7 +32,12 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from tracker.store.engine import make_engine, read
-from tracker.testing.fake_server import fake_credentials, fake_openai_server
+from tracker.testing.fake_server import (
+    FAKE_API_KEY,
+    fake_credentials,
+    fake_openai_server,
+    fake_server_process,
+)
 
 RUN_DIR = Path("demo-run")
 SAMPLES = Path(__file__).resolve().parents[1] / "config" / "sample_prompts.jsonl"
@@ -38,6 +46,13 @@ DEFAULT_DB = f"sqlite:///{RUN_DIR}/tracker.db"
 PG_DATABASE = "tracker_demo"
 #: With several workers, small batches so there are several to share.
 WORKERS_BATCH_SIZE = 2
+#: The packaged config's batch size, kept for one worker.
+BATCH_SIZE = 20
+#: The Anthropic-kind provider of the demo config, its model, and the prefix of its items' ids
+#: (the same samples go to both providers; an id is unique in the database).
+CLAUDE = "claude"
+CLAUDE_MODEL = "claude-sonnet-4-5"
+CLAUDE_PREFIX = "claude-"
 #: A worker that has not finished by then is stopped and the demo fails.
 WORKERS_TIMEOUT = 300.0
 
@@ -197,8 +212,54 @@ def _run_workers(env: dict[str, str], count: int) -> None:
             sys.exit(f"worker {k} exited with code {code}; see {log}")
 
 
-#: The fake server misbehaves the way real providers are reported to; nothing runs twice.
+#: The fake servers misbehave the way real providers are reported to; nothing runs twice.
 EVENTUALLY_CONSISTENT = ["--batch-not-found-seconds", "0.5", "--late-files-seconds", "1.0"]
+ANTHROPIC_EVENTUALLY_CONSISTENT = ["--batch-not-found-seconds", "0.5",
+                                   "--results-not-found-seconds", "0.5"]
+
+
+def _write_config(path: Path, claude_url: str, batch_size: int) -> None:
+    """Two providers: OpenAI at OPENAI_BASE_URL (the fake's), and an Anthropic-kind provider
+    at the fake Anthropic API. Claude prices are Anthropic's batch prices (half the standard
+    rate), as the packaged table holds OpenAI's only."""
+    path.write_text(
+        "batch:\n"
+        "  providers:\n"
+        "    openai:                 # kind openai: OPENAI_API_KEY, OPENAI_BASE_URL\n"
+        "      models:\n"
+        "        - name: gpt-5-mini\n"
+        "          mode: chat\n"
+        f"          max_prompts_per_batch: {batch_size}\n"
+        "          pricing_tier: batch\n"
+        f"    {CLAUDE}:\n"
+        "      kind: anthropic       # key from ANTHROPIC_API_KEY\n"
+        f"      base_url: {claude_url}\n"
+        "      models:\n"
+        f"        - name: {CLAUDE_MODEL}\n"
+        "          mode: chat\n"
+        f"          max_prompts_per_batch: {batch_size}\n"
+        "          max_tokens: 256   # for requests that set none\n"
+        "          prices_per_million: {input: 1.50, cached_input: 0.15, output: 7.50}\n")
+
+
+def _claude_samples(path: Path) -> None:
+    """The sample prompts again, each id prefixed, for the Anthropic-kind provider."""
+    lines = []
+    for line in SAMPLES.read_text().splitlines():
+        if line.strip():
+            item = json.loads(line)
+            item["id"] = CLAUDE_PREFIX + item["id"]
+            lines.append(json.dumps(item))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _show_results(out: str) -> None:
+    print(f"{'provider':<8} {'id':<17} {'status':<10} {'tries':>5}  output or error")
+    for line in out.splitlines():
+        record = json.loads(line)
+        shown = record["output_text"] or f"ERROR {record['error_message']}"
+        print(f"{record['provider']:<8} {record['id']:<17} {record['status']:<10} "
+              f"{record['attempts']:>5}  {shown[:62]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,26 +267,33 @@ def main(argv: list[str] | None = None) -> None:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir()
     with fake_openai_server("--validating-seconds", "0.3", "--in-progress-seconds", "1.0",
-                            "--finalizing-seconds", "0.2", *EVENTUALLY_CONSISTENT) as base_url:
+                            "--finalizing-seconds", "0.2", *EVENTUALLY_CONSISTENT) as base_url, \
+            fake_server_process("tracker.testing.fake_anthropic", "--in-progress-seconds", "1.0",
+                                *ANTHROPIC_EVENTUALLY_CONSISTENT) as claude_url:
         print(f"fake OpenAI Batch API on {base_url}, eventually consistent as real ones are: "
               "404 for 0.5 s after a create, result files named 1 s after the status")
+        print(f"fake Anthropic Message Batches API on {claude_url}: 404 for 0.5 s after a "
+              "create and for its results")
         postgresql = args.db.get_backend_name() == "postgresql"
         db_url = _fresh_pg_database(args.db) if postgresql else _new_sqlite(args.db)
-        env = {**os.environ, **fake_credentials(base_url), "TRACKER_DB": db_url}
-        env.pop("TRACKER_CONFIG", None)
+        config = RUN_DIR / "llm_config.yaml"
+        batch_size = WORKERS_BATCH_SIZE if args.workers > 1 else BATCH_SIZE
+        _write_config(config, claude_url, batch_size)
+        claude_samples = RUN_DIR / "sample_prompts_claude.jsonl"
+        _claude_samples(claude_samples)
+        env = {**os.environ, **fake_credentials(base_url), "ANTHROPIC_API_KEY": FAKE_API_KEY,
+               "TRACKER_DB": db_url, "TRACKER_CONFIG": str(config)}
+        env.pop("ANTHROPIC_BASE_URL", None)
+        print(f"\nthe demo's config, {config}: two providers, one of each kind")
+        print(config.read_text().rstrip())
         if args.workers > 1:
-            config = RUN_DIR / "llm_config.yaml"
-            config.write_text(
-                "batch:\n  providers:\n    openai:\n      enabled: true\n      models:\n"
-                "        - name: gpt-5-mini\n          mode: chat\n"
-                f"          max_prompts_per_batch: {WORKERS_BATCH_SIZE}\n"
-                "          pricing_tier: batch\n")
-            env["TRACKER_CONFIG"] = str(config)
-            print(f"{args.workers} workers: batches of {WORKERS_BATCH_SIZE} prompts so there "
-                  f"are several to share ({config})")
+            print(f"\n{args.workers} workers: batches of {WORKERS_BATCH_SIZE} prompts so there "
+                  "are several to share")
         if postgresql:
             _tracker(env, "init")
         _tracker(env, "enqueue", str(SAMPLES), "--model", "gpt-5-mini")
+        _tracker(env, "enqueue", str(claude_samples), "--provider", CLAUDE,
+                 "--model", CLAUDE_MODEL)
         if args.workers > 1:
             _run_workers(env, args.workers)
         else:
@@ -233,13 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         _tracker(env, "status")
         _tracker(env, "cost", "--by", "model")
         _tracker(env, "show", "sample-007")
-        out = _tracker(env, "results", capture=True)
-        print(f"{'id':<12} {'status':<10} {'tries':>5}  output or error")
-        for line in out.splitlines():
-            record = json.loads(line)
-            shown = record["output_text"] or f"ERROR {record['error_message']}"
-            print(f"{record['id']:<12} {record['status']:<10} {record['attempts']:>5}  "
-                  f"{shown[:70]}")
+        _tracker(env, "show", f"{CLAUDE_PREFIX}sample-003")
+        _show_results(_tracker(env, "results", capture=True))
         _show_audit(db_url)
 
 
