@@ -7,7 +7,6 @@ Lines come in no particular order; the tracker joins them by `custom_id` (the wi
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from tracker.providers.anthropic_errors import error_fields, status_for_error_type
 from tracker.providers.base import ProviderResultRow
-from tracker.providers.openai_results import CorruptResultLine
+from tracker.providers.result_lines import CorruptResultLine, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -113,36 +112,9 @@ def parse_result_line(line: dict[str, Any], raw_line: str | None = None) -> Prov
         status_code=status_for_error_type(None))
 
 
-def _parsed(raw: bytes, name: str, number: int) -> ProviderResultRow:
-    try:
-        text: str | None = raw.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError:
-        text = None  # not UTF-8: parsed from the bytes as json allows
-    try:
-        line = json.loads(text if text is not None else raw)
-    except ValueError as exc:
-        raise CorruptResultLine(f"{name} line {number}: not valid JSON") from exc
-    if not isinstance(line, dict):
-        raise CorruptResultLine(f"{name} line {number}: not a JSON object")
-    try:
-        return parse_result_line(line, text.rstrip("\r\n") if text is not None else None)
-    except CorruptResultLine as exc:
-        raise CorruptResultLine(f"{name} line {number}: {exc}") from None
-
-
 def read_result_file(path: Path, *, skip_corrupt: bool = False) -> Iterator[ProviderResultRow]:
-    """Stream a downloaded results file line by line; raise `CorruptResultLine` on a bad
-    line, or with `skip_corrupt` log it and go on."""
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield _parsed(raw, path.name, number)
-            except CorruptResultLine as exc:
-                if not skip_corrupt:
-                    raise
-                log.error("skipping a corrupt result line: %s", exc)
+    """Stream a downloaded results file, each line parsed once (`read_lines`)."""
+    return read_lines(path, parse_result_line, skip_corrupt=skip_corrupt)
 
 
 def count_result_lines(path: Path, *, skip_corrupt: bool = False) -> int:

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from tracker.providers.base import ProviderResultRow
+from tracker.providers.result_lines import CorruptResultLine, parsed_line, read_lines
 
 log = logging.getLogger(__name__)
-
-
-class CorruptResultLine(ValueError):
-    """A result line that is not a JSON object with a `custom_id` (often a cut-off download)."""
 
 
 def _assistant_text(body: dict[str, Any]) -> str | None:
@@ -133,39 +129,9 @@ def parse_result_line(line: Mapping[str, Any], raw_line: str | None = None) -> P
     raise CorruptResultLine(f"result line for {custom_id!r} has neither response nor error")
 
 
-def _parsed(raw: bytes, name: str, number: int) -> ProviderResultRow:
-    text: str | None
-    try:
-        text = raw.decode("utf-8")  # the codec "utf-8-sig" would do the next line, in Python
-        if text.startswith("\ufeff"):
-            text = text[1:]  # a byte order mark is not part of the line
-    except UnicodeDecodeError:
-        text = None  # not UTF-8: parsed from the bytes as json allows; stored re-encoded
-    try:
-        line = json.loads(text if text is not None else raw)
-    except ValueError as exc:
-        raise CorruptResultLine(f"{name} line {number}: not valid JSON") from exc
-    if not isinstance(line, dict):
-        raise CorruptResultLine(f"{name} line {number}: not a JSON object")
-    try:
-        return parse_result_line(line, text.rstrip("\r\n") if text is not None else None)
-    except CorruptResultLine as exc:
-        raise CorruptResultLine(f"{name} line {number}: {exc}") from None
-
-
 def read_result_file(path: Path, *, skip_corrupt: bool = False) -> Iterator[ProviderResultRow]:
-    """Stream a downloaded JSONL file line by line, each line parsed once; raise
-    `CorruptResultLine` on a bad line, or with `skip_corrupt` log it and go on."""
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield _parsed(raw, path.name, number)
-            except CorruptResultLine as exc:
-                if not skip_corrupt:
-                    raise
-                log.error("skipping a corrupt result line: %s", exc)
+    """Stream a downloaded output or error file, each line parsed once (`read_lines`)."""
+    return read_lines(path, parse_result_line, skip_corrupt=skip_corrupt)
 
 
 def count_result_lines(path: Path) -> int:
@@ -178,5 +144,5 @@ def count_result_lines(path: Path) -> int:
             if raw.strip():
                 count, last, last_number = count + 1, raw, number
     if count:
-        _parsed(last, path.name, last_number)
+        parsed_line(last, path.name, last_number, parse_result_line)
     return count
