@@ -29,28 +29,22 @@ import anthropic
 import httpx2
 
 from tracker.providers.anthropic_errors import classify_anthropic_error
-from tracker.providers.anthropic_results import (
-    CorruptResultLine,
-    count_result_lines,
-    read_result_file,
-)
+from tracker.providers.anthropic_results import count_result_lines, parse_result_line
 from tracker.providers.base import (
     BaseBatchProvider,
     BatchTooLarge,
-    FetchedResults,
     InvalidItemError,
     NormalizedStatus,
     PermanentProviderError,
     PreparedBatch,
     ProviderBatch,
-    ProviderResultRow,
     RequestCounts,
     ResultsNotReady,
     SubmitResult,
     TransientProviderError,
     UploadedFile,
-    missing_result_row,
 )
+from tracker.providers.result_lines import CorruptResultLine, DownloadedResults
 
 log = logging.getLogger(__name__)
 
@@ -263,51 +257,6 @@ def chat_params(payload: Any, model: str, item_id: str,
 # -- results ---------------------------------------------------------------------------------
 
 
-class AnthropicFetchedResults(FetchedResults):
-    """Rows read from the downloaded results file (first line of a custom id wins), then rows
-    for the expected ids it does not hold."""
-
-    def __init__(
-        self,
-        status: ProviderBatch,
-        directory: Path,
-        file: Path | None,
-        expected_custom_ids: Iterable[str] | None,
-        *,
-        remove_directory: bool = True,
-        lenient: bool = False,
-    ) -> None:
-        """`lenient` (past the grace period): a corrupt line is skipped (its request counts
-        as missing) instead of failing the whole file."""
-        self.status = status
-        self._directory = directory
-        self._file = file
-        self._expected = list(expected_custom_ids) if expected_custom_ids is not None else None
-        self._remove_directory = remove_directory
-        self._lenient = lenient
-
-    def __iter__(self) -> Iterator[ProviderResultRow]:
-        seen: set[str] = set()
-        if self._file is not None:
-            try:
-                for row in read_result_file(self._file, skip_corrupt=self._lenient):
-                    if row.custom_id not in seen:
-                        seen.add(row.custom_id)
-                        yield row
-            except CorruptResultLine as exc:
-                self._file.unlink(missing_ok=True)  # downloaded again by the next fetch
-                raise ResultsNotReady(
-                    f"{self._file.name} is corrupt ({exc}); will download again",
-                    code="corrupt_download") from exc
-        for custom_id in self._expected or ():
-            if custom_id not in seen:
-                yield missing_result_row(custom_id)
-
-    def close(self) -> None:
-        if self._remove_directory:
-            shutil.rmtree(self._directory, ignore_errors=True)
-
-
 # -- the provider ----------------------------------------------------------------------------
 
 
@@ -476,7 +425,7 @@ class AnthropicBatchProvider(BaseBatchProvider):
         directory: Path | None = None,
         skip_unavailable: bool = False,
         last_seen: ProviderBatch | None = None,
-    ) -> AnthropicFetchedResults:
+    ) -> DownloadedResults:
         """`last_seen` is not used: the results URL is read from the batch each time."""
         try:
             batch = self._retrieve(provider_batch_id)
@@ -502,8 +451,9 @@ class AnthropicBatchProvider(BaseBatchProvider):
             if not keep:
                 shutil.rmtree(directory, ignore_errors=True)
             raise
-        return AnthropicFetchedResults(status, directory, file, expected_custom_ids,
-                                       remove_directory=not keep, lenient=skip_unavailable)
+        return DownloadedResults(status, directory, [file] if file else [], expected_custom_ids,
+                                 parse_result_line, remove_directory=not keep,
+                                 lenient=skip_unavailable)
 
     # -- the finer steps of submit ----------------------------------------------------------
 
@@ -584,15 +534,15 @@ class AnthropicBatchProvider(BaseBatchProvider):
 
     @staticmethod
     def _kept_results(provider_batch_id: str, directory: Path,
-                      expected_custom_ids: Iterable[str] | None) -> AnthropicFetchedResults:
+                      expected_custom_ids: Iterable[str] | None) -> DownloadedResults:
         """The batch is gone (404) for good: the file verified before it went is what there
         is; every other line counts as missing."""
         file = directory / f"results-{provider_batch_id}.jsonl"
         status = ProviderBatch(provider_batch_id=provider_batch_id, provider_status="not_found",
                                normalized_status=NormalizedStatus.FAILED, known_status=False)
-        return AnthropicFetchedResults(status, directory, file if file.exists() else None,
-                                       expected_custom_ids, remove_directory=False,
-                                       lenient=True)
+        return DownloadedResults(status, directory, [file] if file.exists() else [],
+                                 expected_custom_ids, parse_result_line,
+                                 remove_directory=False, lenient=True)
 
     def _verified_file(self, directory: Path, provider_batch_id: str, results_url: str | None,
                        expected: int, skip_unavailable: bool) -> Path | None:

@@ -20,27 +20,21 @@ from tracker.providers.base import (
     BaseBatchProvider,
     BatchError,
     BatchTooLarge,
-    FetchedResults,
     InvalidItemError,
     NormalizedStatus,
     PermanentProviderError,
     PreparedBatch,
     ProviderBatch,
-    ProviderResultRow,
     RequestCounts,
     ResultsNotReady,
     StoredPayload,
     SubmitResult,
     TransientProviderError,
     UploadedFile,
-    missing_result_row,
 )
 from tracker.providers.openai_errors import classify_openai_error
-from tracker.providers.openai_results import (
-    CorruptResultLine,
-    count_result_lines,
-    read_result_file,
-)
+from tracker.providers.openai_results import count_result_lines, parse_result_line
+from tracker.providers.result_lines import CorruptResultLine, DownloadedResults
 
 log = logging.getLogger(__name__)
 
@@ -147,50 +141,6 @@ def _line_around(custom_id: str, endpoint: str, model: str, json_text: str) -> b
     return (f'{{"custom_id":{json.dumps(custom_id, ensure_ascii=False)},"method":"POST",'
             f'"url":{json.dumps(endpoint)},"body":{{"model":{json.dumps(model)},'
             f'{json_text[1:]}}}\n').encode()
-
-
-class OpenAIFetchedResults(FetchedResults):
-    """Rows read from the downloaded output and error files, then rows for missing requests."""
-
-    def __init__(
-        self,
-        status: ProviderBatch,
-        directory: Path,
-        files: list[Path],
-        expected_custom_ids: Iterable[str] | None,
-        *,
-        remove_directory: bool = True,
-        lenient: bool = False,
-    ) -> None:
-        """`lenient` (past the grace period): a corrupt line is skipped (its request counts
-        as missing) instead of failing the whole file."""
-        self.status = status
-        self._lenient = lenient
-        self._directory = directory
-        self._files = files
-        self._expected = list(expected_custom_ids) if expected_custom_ids is not None else None
-        self._remove_directory = remove_directory
-
-    def __iter__(self) -> Iterator[ProviderResultRow]:
-        seen: set[str] = set()
-        for path in self._files:
-            try:
-                for row in read_result_file(path, skip_corrupt=self._lenient):
-                    if row.custom_id in seen:
-                        continue
-                    seen.add(row.custom_id)
-                    yield row
-            except CorruptResultLine as exc:
-                path.unlink(missing_ok=True)  # downloaded again by the next fetch
-                raise ResultsNotReady(f"{path.name} is corrupt ({exc}); will download again",
-                                      code="corrupt_download") from exc
-        for custom_id in self._expected or ():
-            if custom_id not in seen:
-                yield missing_result_row(custom_id)
-
-    def close(self) -> None:
-        if self._remove_directory:
-            shutil.rmtree(self._directory, ignore_errors=True)
 
 
 class OpenAIBatchProvider(BaseBatchProvider):
@@ -311,7 +261,7 @@ class OpenAIBatchProvider(BaseBatchProvider):
         directory: Path | None = None,
         skip_unavailable: bool = False,
         last_seen: ProviderBatch | None = None,
-    ) -> OpenAIFetchedResults:
+    ) -> DownloadedResults:
         try:
             status = (last_seen if last_seen is not None and self._has_its_files(last_seen)
                       else self.poll_status(provider_batch_id))
@@ -337,8 +287,9 @@ class OpenAIBatchProvider(BaseBatchProvider):
             if not keep:
                 shutil.rmtree(directory, ignore_errors=True)
             raise
-        return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
-                                    remove_directory=not keep, lenient=skip_unavailable)
+        return DownloadedResults(status, directory, files, expected_custom_ids,
+                                 parse_result_line, remove_directory=not keep,
+                                 lenient=skip_unavailable)
 
     @classmethod
     def _has_its_files(cls, status: ProviderBatch) -> bool:
@@ -352,15 +303,15 @@ class OpenAIBatchProvider(BaseBatchProvider):
 
     @staticmethod
     def _kept_results(provider_batch_id: str, directory: Path,
-                      expected_custom_ids: Iterable[str] | None) -> OpenAIFetchedResults:
+                      expected_custom_ids: Iterable[str] | None) -> DownloadedResults:
         """The batch is gone (404) for good: the files verified before it went are what there
         is; every other line counts as missing."""
         files = [path for kind in ("output", "error")
                  for path in sorted(directory.glob(f"{kind}-*.jsonl"))]
         status = ProviderBatch(provider_batch_id=provider_batch_id, provider_status="not_found",
                              normalized_status=NormalizedStatus.FAILED, known_status=False)
-        return OpenAIFetchedResults(status, directory, files, expected_custom_ids,
-                                    remove_directory=False, lenient=True)
+        return DownloadedResults(status, directory, files, expected_custom_ids,
+                                 parse_result_line, remove_directory=False, lenient=True)
 
     @staticmethod
     def _result_files(status: ProviderBatch) -> list[tuple[str, str | None, int]]:

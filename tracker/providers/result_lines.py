@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tracker.providers.base import ProviderResultRow
+from tracker.providers.base import (
+    FetchedResults,
+    ProviderBatch,
+    ProviderResultRow,
+    ResultsNotReady,
+    missing_result_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +65,49 @@ def read_lines(path: Path, parse: LineParser, *,
                 if not skip_corrupt:
                     raise
                 log.error("skipping a corrupt result line: %s", exc)
+
+
+class DownloadedResults(FetchedResults):
+    """Rows read from downloaded result files, in order (the first line of a custom id wins),
+    then a missing-result row for each expected id none of them holds."""
+
+    def __init__(
+        self,
+        status: ProviderBatch,
+        directory: Path,
+        files: list[Path],
+        expected_custom_ids: Iterable[str] | None,
+        parse: LineParser,
+        *,
+        remove_directory: bool = True,
+        lenient: bool = False,
+    ) -> None:
+        """`lenient` (past the grace period): a corrupt line is skipped (its request counts
+        as missing) instead of failing the whole file."""
+        self.status = status
+        self._directory = directory
+        self._files = files
+        self._expected = list(expected_custom_ids) if expected_custom_ids is not None else None
+        self._parse = parse
+        self._remove_directory = remove_directory
+        self._lenient = lenient
+
+    def __iter__(self) -> Iterator[ProviderResultRow]:
+        seen: set[str] = set()
+        for path in self._files:
+            try:
+                for row in read_lines(path, self._parse, skip_corrupt=self._lenient):
+                    if row.custom_id not in seen:
+                        seen.add(row.custom_id)
+                        yield row
+            except CorruptResultLine as exc:
+                path.unlink(missing_ok=True)  # downloaded again by the next fetch
+                raise ResultsNotReady(f"{path.name} is corrupt ({exc}); will download again",
+                                      code="corrupt_download") from exc
+        for custom_id in self._expected or ():
+            if custom_id not in seen:
+                yield missing_result_row(custom_id)
+
+    def close(self) -> None:
+        if self._remove_directory:
+            shutil.rmtree(self._directory, ignore_errors=True)
