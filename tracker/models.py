@@ -57,6 +57,7 @@ class Batch(SQLModel, table=True):
     budget_hold_usd: str | None = None
     budget_wait: str | None = None
     provider_time_at_intent: int | None = None
+    sent_request_count: int | None = None
 
 
 class Item(SQLModel, table=True):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.integration.daemon_harness import (
     CLAUDE_MODEL,
@@ -36,6 +36,7 @@ from tracker.daemon import run_steps_once
 from tracker.enqueue import enqueue_stream
 from tracker.errors import InputError
 from tracker.providers.anthropic import wire_custom_id
+from tracker.store.engine import read
 from tracker.testing.fake_anthropic import FakeAnthropic, Fault, ManualClock
 from tracker.testing.fake_openai import FakeOpenAI
 
@@ -298,3 +299,75 @@ def test_enqueue_for_anthropic_without_max_tokens__refused_naming_the_line_and_f
                        default_model=CLAUDE_MODEL, now=ctx.now())
     assert str(caught.value).startswith("claude.jsonl:2: field 'input_payload.max_tokens'")
     assert items(ctx) == {}  # nothing half-written
+
+
+def test_twin_of_a_running_row_and_another_rows_lost_create__never_mistaken_for_each_other(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    """Row A loses its create and the list lags past the grace: A creates again and runs, its
+    twin still unlisted. Row B, of the same size, then loses its create. Each unrecorded
+    batch could be A's twin or B's: neither is adopted nor cancelled until it ends and its
+    results' custom ids tell. B gets its own batch; A's twin is a duplicate (its lines waste)."""
+    with FakeAnthropic(clock=clock, in_progress_seconds=100.0, canceling_seconds=1.0,
+                       list_lag_seconds=20.0) as fake:
+        ctx = make_anthropic_context(engine, fake, clock, tmp_path,
+                                     make_anthropic_config(provider={"list_lag_grace": 5.0}))
+        fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+        enqueue(ctx, {f"a{i}": f"question a{i}" for i in range(3)})
+        run_steps_once(ctx)
+        [twin] = fake.batches
+        for _ in range(10):  # the grace passes: A creates again and runs
+            run_steps_once(ctx)
+            clock.advance(1.0)
+        [row_a] = batches(ctx)
+        assert row_a.provider_batch_id not in (None, twin) and row_a.create_attempts == 2
+        clock.advance(6.0)
+        fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+        enqueue(ctx, {f"b{i}": f"question b{i}" for i in range(3)})
+        run_steps_once(ctx)
+        [own] = [b for b in fake.batches if b not in (twin, row_a.provider_batch_id)]
+        drive(ctx, clock, max_ticks=600)
+        rows = {b.provider_batch_id: b for b in batches(ctx)}
+        assert rows[own].duplicate_of is None and rows[own].id != row_a.id
+        assert rows[twin].duplicate_of == row_a.id
+        assert len(fake.batches) == 3  # B never created again
+        assert ran(fake) == {**{f"b{i}": 1 for i in range(3)}, **{f"a{i}": 2 for i in range(3)}}
+        assert items_by_status(ctx) == {"succeeded": 6}
+        assert _waste_lines(ctx) == 3  # the twin ran to its end: billed, recorded as waste
+
+
+def test_twin_found_after_it_ended__its_lines_are_recorded_as_waste(
+        engine: Engine, clock: ManualClock, tmp_path: Path) -> None:
+    with FakeAnthropic(clock=clock, in_progress_seconds=30.0, list_lag_seconds=31.0) as fake:
+        ctx = make_anthropic_context(engine, fake, clock, tmp_path,
+                                     make_anthropic_config(provider={"list_lag_grace": 5.0}))
+        fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+        enqueue(ctx, {f"q{i}": f"question {i}" for i in range(3)})
+        run_steps_once(ctx)
+        [twin] = fake.batches
+        drive(ctx, clock, max_ticks=900)
+        assert ran(fake) == {"q0": 2, "q1": 2, "q2": 2}  # the twin ran before it was listed
+        assert [b.provider_batch_id for b in batches(ctx) if b.duplicate_of] == [twin]
+        assert _waste_lines(ctx) == 3
+
+
+def _waste_lines(ctx: Context) -> int:
+    with read(ctx.engine) as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM usage_ledger WHERE kind = 'waste'")).scalar_one())
+
+
+def test_create_refused_for_a_reason_every_request_shares__not_failed_item_by_item(
+        engine: Engine, fake: FakeAnthropic, clock: ManualClock, tmp_path: Path) -> None:
+    """Each refusal names one request, but the same refusal three times in a row means all
+    share it: the batch is refused, instead of one create of the whole batch per item."""
+    ctx = make_anthropic_context(engine, fake, clock, tmp_path, make_anthropic_config(10))
+    lines = [{"id": f"q{i}", "input_payload": {
+        "messages": [{"role": "user", "content": f"question {i}"}], "temperature": 1.5}}
+        for i in range(10)]
+    data = io.BytesIO("".join(json.dumps(line) + "\n" for line in lines).encode())
+    enqueue_stream(ctx.engine, data, "in.jsonl", ctx.config, default_model=CLAUDE_MODEL,
+                   now=ctx.now())
+    drive(ctx, clock, max_ticks=2000)
+    assert items_by_status(ctx) == {"failed": 10}
+    assert fake.count_requests("POST", CREATE) <= 3 * 3  # three tries a pass, three passes
+    assert fake.batches == {}

@@ -36,6 +36,7 @@ from tracker.providers.base import (
     PermanentProviderError,
     TransientProviderError,
 )
+from tracker.steps.budget import _output_tokens
 
 CLOSED_PORT = "http://127.0.0.1:9"  # nothing listens: any network call would fail
 MODEL = "claude-haiku-4-5"
@@ -400,3 +401,13 @@ def test_read_result_file__corrupt_lines_raise_or_are_skipped(tmp_path: Path) ->
     with pytest.raises(CorruptResultLine, match="line 2"):
         list(read_result_file(path))
     assert [row.custom_id for row in read_result_file(path, skip_corrupt=True)] == ["a", "c"]
+
+
+def test_budget_worst_case__counts_the_largest_output_limit_an_item_gives() -> None:
+    """Anthropic is sent `max_tokens` when an item gives both keys; OpenAI reads
+    `max_completion_tokens` first. The worst case takes the larger, so it holds for both."""
+    payload = {"messages": [{"role": "user", "content": "hi"}],
+               "max_tokens": 4000, "max_completion_tokens": 10}
+    sent = chat_params(payload, "claude-sonnet-4-5", "x", 64)["max_tokens"]
+    assert _output_tokens([json.dumps(payload)], None, 64) == sent == 4000
+    assert _output_tokens([json.dumps({"messages": []})], None, 64) == 64  # the default

@@ -3,9 +3,10 @@
 A batch may be sent when what was billed, plus the worst case of every batch in flight, plus
 this batch's worst case fits under each limit that applies: `batch.budget_usd` (the whole
 database) and its job's `--budget-usd`. The worst case: its estimated prompt tokens at the
-full input price plus, for each request, its `max_tokens` (or `max_completion_tokens`,
-`max_output_tokens`), else the model's output cap, times its `n` or `best_of` choices, at the
-output price (an embedding has no output). A batch that passes holds its worst case until it
+full input price plus, for each request, the largest of its `max_tokens`,
+`max_completion_tokens` and `max_output_tokens`, else its model's `max_tokens` default, else
+the model's output cap, times its `n` or `best_of` choices, at the output price (an embedding
+has no output). A batch that passes holds its worst case until it
 is closed, when the ledger holds what it really cost. A batch that does not fit waits,
 pending, with the reason on it (`tracker status`), and is checked again every poll interval
 and whenever a batch closes: a raised budget, or batches that cost less than their worst
@@ -117,8 +118,9 @@ def _output_tokens(payloads: Iterable[str], cap: int | None,
     total = 0
     for payload in payloads:
         request = json.loads(payload)
-        asked = next((value for key in OUTPUT_CAP_KEYS
-                      if type(value := request.get(key)) is int and value >= 1), default)
+        # The largest limit given: providers differ in which key wins when several are.
+        asked = max((value for key in OUTPUT_CAP_KEYS
+                     if type(value := request.get(key)) is int and value >= 1), default=default)
         if asked is None:
             if cap is None:
                 return None

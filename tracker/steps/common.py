@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from tracker.context import Context
 from tracker.errors import StaleBatch
 from tracker.models import Batch
 from tracker.providers.base import ProviderBatch
@@ -57,3 +58,14 @@ def search_from(batch: Batch) -> int:
         return floor - PROVIDER_CLOCK_SLACK
     anchor = batch.create_attempted_at or batch.created_at
     return int(anchor) - FALLBACK_SEARCH_WINDOW
+
+
+#: After a create whose answer may have been lost, the provider's list is watched this long
+#: (at least) for a twin: at every poll of an open batch, and before a row that never got a
+#: provider batch is closed.
+MIN_SWEEP_WINDOW = 600.0
+
+
+def sweep_window(ctx: Context, batch: Batch) -> float:
+    """How long after its last create attempt a lagging list may still show a new batch."""
+    return max(MIN_SWEEP_WINDOW, 10 * ctx.list_lag_grace(batch.provider))

@@ -40,10 +40,10 @@ from tracker.providers.base import (
 )
 from tracker.retry import Decision, Outcome, backoff_delay, classify, is_unfinished
 from tracker.states import ENDED_BATCH, BatchStatus, ItemStatus
-from tracker.steps.common import VANISHED
+from tracker.steps.common import VANISHED, sweep_window
 from tracker.steps.failures import isolated, record_error, record_failure, refused
 from tracker.steps.outcome_spool import OutcomeSpool
-from tracker.steps.reconcile import sweep_duplicates, sweep_window
+from tracker.steps.reconcile import sweep_duplicates
 from tracker.store import batches, file_deletions, items, ledger, spend
 from tracker.store.engine import read
 from tracker.store.transitions import ItemOutcome, move_batch, record_item_outcomes

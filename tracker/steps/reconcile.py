@@ -15,15 +15,10 @@ from tracker.context import Context, log, new_batch_id
 from tracker.models import Batch
 from tracker.providers.base import NormalizedStatus, ProviderBatch
 from tracker.states import BatchStatus
-from tracker.steps.common import search_from, store_status
+from tracker.steps.common import search_from, store_status, sweep_window
 from tracker.steps.reconcile_by_count import Candidates, find_by_count
 from tracker.store import batches
 from tracker.store.transitions import move_batch
-
-#: After a create whose answer may have been lost, the provider's list is watched this long
-#: (at least) for a twin: at every poll of an open batch, and before a row that never got a
-#: provider batch is closed.
-MIN_SWEEP_WINDOW = 600.0
 
 
 def find_ours(ctx: Context, batch: Batch) -> Candidates:
@@ -43,11 +38,6 @@ def needs_sweep(ctx: Context, batch: Batch) -> bool:
     if batch.create_attempts <= 1 or batch.create_attempted_at is None:
         return False
     return ctx.now() - batch.create_attempted_at < sweep_window(ctx, batch)
-
-
-def sweep_window(ctx: Context, batch: Batch) -> float:
-    """How long after its last create attempt a lagging list may still show a new batch."""
-    return max(MIN_SWEEP_WINDOW, 10 * ctx.list_lag_grace(batch.provider))
 
 
 def adopt(ctx: Context, batch: Batch, found: list[ProviderBatch]) -> None:

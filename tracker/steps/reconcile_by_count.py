@@ -9,10 +9,13 @@ shows that
 - holds as many requests as the row has items, and
 - no local row has recorded (as its batch or as a duplicate).
 
-A candidate no other unanswered row of the same size could have made is this row's, as a batch
-found by its metadata would be. One that another such row could have made too is told apart by
-its results once it ends: it is this row's when every custom id in it is one of this row's.
-Until then it is undecided, and no second create is sent while one is.
+A candidate no other row could have made is this row's, as a batch found by its metadata would
+be. Another row could have made it when, in the last sweep window, that row sent a create of
+the same size whose answer was lost (or is being sent now), or sent one more than once (a
+twin), whatever its status now. Such a candidate is told apart by its results once it ends:
+it is this row's when every custom id in it is one of this row's. Until then it is undecided:
+no second create is sent while one is, and it is not cancelled (it may be the other row's), so
+a twin that overlaps another row's lost create runs to its end and is recorded as waste.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from tracker.context import Context, log
 from tracker.models import Batch
 from tracker.providers.base import BaseBatchProvider, ProviderBatch
-from tracker.steps.common import search_from
+from tracker.steps.common import search_from, sweep_window
 from tracker.store import batches, items
 from tracker.store.engine import read
 
@@ -40,12 +43,14 @@ class Candidates:
 def find_by_count(ctx: Context, batch: Batch, provider: BaseBatchProvider,
                   created_after: int) -> Candidates:
     listed = _listed_since(provider, created_after)
+    sizes = {size for size in (batch.item_count, batch.sent_request_count) if size}
     with read(ctx.engine) as conn:
         claimed = batches.claimed_provider_ids(conn, batch.provider,
                                                (s.provider_batch_id for s in listed))
-        rivals = batches.unanswered_creates(conn, batch.provider, batch.item_count, batch.id)
+        rivals = batches.may_own_unrecorded(conn, batch.provider, sizes, batch.id,
+                                            ctx.now() - sweep_window(ctx, batch))
     candidates = [s for s in listed if s.provider_batch_id not in claimed
-                  and s.request_counts.total == batch.item_count]
+                  and s.request_counts.total in sizes]
     ours: list[ProviderBatch] = []
     undecided: list[ProviderBatch] = []
     for candidate in candidates:

@@ -10,6 +10,7 @@ the provider's list has had `list_lag_grace` seconds to show the first one.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 
 from sqlalchemy import Connection
@@ -49,6 +50,12 @@ def submit(ctx: Context) -> int:
         handled += 1
     return handled
 
+
+#: A create refused this many times in a row for the same reason, each time naming another
+#: request, is refused for a reason all its requests share: the batch fails, not its items
+#: one by one (each try sends the whole batch again).
+SAME_REFUSALS = 3
+_REQUEST_INDEX = re.compile(r"\brequests\.\d+\.")
 
 #: After an earlier create whose answer was lost, a refused create is tried again (after a
 #: reconcile) until the row has sent this many; then the row fails (and is watched for a ghost).
@@ -154,23 +161,26 @@ def _create_inline(ctx: Context, batch: Batch,
     custom ids stored with the create intent in one transaction, and the create sent."""
     if batch.provider_time_at_intent is None:
         provider_time = provider.provider_time()
-        with ctx.write() as conn:
-            batches.record_provider_time(
-                conn, batch.id, provider_time if provider_time is not None else int(ctx.now()),
-                ctx.now())
+        if provider_time is not None:  # else reconcile searches a day back, never by our clock
+            with ctx.write() as conn:
+                batches.record_provider_time(conn, batch.id, provider_time, ctx.now())
     prepared = _build_or_refuse(ctx, batch, provider)
+    refusals: list[str] = []
     while prepared is not None:
         sent_as = _sent_under_other_ids(ctx, batch, provider)
         try:
             with ctx.write() as conn:
                 items.record_custom_ids(conn, batch.id, sent_as)
-                batches.record_create_intent(conn, batch.id, ctx.now())
+                batches.record_create_intent(conn, batch.id, ctx.now(), prepared.line_count)
             crash_point("before_create")
             ctx.check_lease()
             crash_point("before_create_call")
             return _create(ctx, batch, provider,
                            functools.partial(provider.create_batch_inline, prepared))
         except InvalidItemError as exc:  # the create was refused for one request's sake
+            refusals.append(_REQUEST_INDEX.sub("requests.N.", exc.message))
+            if refusals[-SAME_REFUSALS:] == [refusals[-1]] * SAME_REFUSALS:
+                raise _Refused(exc) from exc  # every request has it: the batch is refused
             item_of = {custom_id: item_id for item_id, custom_id in sent_as.items()}
             if not _fail_item(ctx, batch, item_of.get(exc.custom_id, exc.custom_id),
                               exc.message):
@@ -199,8 +209,9 @@ def _create(ctx: Context, batch: Batch, provider: BaseBatchProvider,
                 raise TransientProviderError(f"the answer to create was lost: {exc.message}",
                                              code="create_answer_lost") from exc
             raise
-        _forget_create_intent(ctx, batch)
-        if isinstance(exc, InvalidItemError):
+        one_request = isinstance(exc, InvalidItemError)
+        _forget_create_intent(ctx, batch, uncount=one_request)
+        if one_request:
             raise  # one request is at fault: it fails alone and the rest are sent again
         earlier_lost = batch.create_attempted_at is not None
         if (isinstance(exc, PermanentProviderError) and not pausing(exc)
@@ -221,9 +232,10 @@ def _record_create_intent(ctx: Context, batch: Batch) -> None:
         batches.record_create_intent(conn, batch.id, ctx.now())
 
 
-def _forget_create_intent(ctx: Context, batch: Batch) -> None:
+def _forget_create_intent(ctx: Context, batch: Batch, *, uncount: bool = False) -> None:
     with ctx.write() as conn:
-        batches.forget_create_intent(conn, batch.id, batch.create_attempted_at)
+        batches.forget_create_intent(conn, batch.id, batch.create_attempted_at,
+                                     uncount=uncount)
 
 
 def _build_or_refuse(ctx: Context, batch: Batch,

@@ -106,16 +106,19 @@ def claimed_provider_ids(conn: Connection, provider: str, ids: Iterable[str]) ->
         {"p": provider, "ids": wanted}).scalars())
 
 
-def unanswered_creates(conn: Connection, provider: str, item_count: int,
-                       other_than: str) -> list[Batch]:
-    """Other pending rows of the provider, of the same size, whose create may have made a
-    batch nobody has recorded yet (its answer was lost, or it is being sent now)."""
+def may_own_unrecorded(conn: Connection, provider: str, sizes: Iterable[int],
+                       other_than: str, attempted_since: float) -> list[Batch]:
+    """Other rows of the provider, of one of `sizes`, that may own a provider batch no row has
+    recorded: a create whose answer was lost (or is being sent now), or a create sent more
+    than once (a twin), since `attempted_since`, whatever the row's status now."""
+    wanted = sorted(set(sizes))
     return as_batches(conn.execute(
-        text("SELECT * FROM batches WHERE provider = :p AND status = :pending "
-             "AND provider_batch_id IS NULL AND create_attempted_at IS NOT NULL "
-             "AND item_count = :n AND id <> :id"),
-        {"p": provider, "pending": str(BatchStatus.PENDING), "n": item_count,
-         "id": other_than}))
+        text("SELECT * FROM batches WHERE provider = :p AND id <> :id "
+             "AND duplicate_of IS NULL AND create_attempted_at >= :since "
+             "AND (provider_batch_id IS NULL OR create_attempts > 1) "
+             "AND (item_count IN :sizes OR sent_request_count IN :sizes)"
+             ).bindparams(bindparam("sizes", expanding=True)),
+        {"p": provider, "id": other_than, "since": attempted_since, "sizes": wanted}))
 
 
 def cancellable(conn: Connection, id_or_provider_id: str | None,
@@ -173,13 +176,15 @@ def insert_duplicate(conn: Connection, batch: Batch, duplicate_id: str, extra: P
              "provider_batch_id, provider_status, item_count, cancel_requested, "
              "duplicate_of, input_file_created_at, provider_time_at_intent, "
              "create_attempted_at, next_action_at, created_at, updated_at, job, "
-             "budget_hold_usd) VALUES (:id, :p, :m, :e, :status, :reason, :pbid, :ps, 0, 1, "
-             ":dup, :filed, :clock, :now, :now, :now, :now, :job, :hold)"),
+             "budget_hold_usd, request_total, request_completed, request_failed) VALUES "
+             "(:id, :p, :m, :e, :status, :reason, :pbid, :ps, 0, 1, :dup, :filed, :clock, "
+             ":now, :now, :now, :now, :job, :hold, :total, :completed, :failed)"),
         {"id": duplicate_id, "p": batch.provider, "m": batch.model, "e": batch.endpoint,
          "job": batch.job, "hold": batch.budget_hold_usd,
          "status": str(status), "pbid": extra.provider_batch_id,
          "ps": extra.provider_status, "dup": batch.id, "filed": batch.input_file_created_at,
-         "clock": batch.provider_time_at_intent,
+         "clock": batch.provider_time_at_intent, "total": extra.request_counts.total,
+         "completed": extra.request_counts.completed, "failed": extra.request_counts.failed,
          "now": now, "reason": reason})
 
 
@@ -203,20 +208,27 @@ def record_provider_time(conn: Connection, batch_id: str, provider_time: int,
                   "pending": str(BatchStatus.PENDING)})
 
 
-def record_create_intent(conn: Connection, batch_id: str, now: float) -> None:
-    """Before a create is sent: reconcile must look for its batch before another is sent."""
+def record_create_intent(conn: Connection, batch_id: str, now: float,
+                         request_count: int | None = None) -> None:
+    """Before a create is sent: reconcile must look for its batch before another is sent
+    (of `request_count` requests, when the provider is searched by size)."""
     _update_one(conn,
                 "UPDATE batches SET create_attempted_at = :now, updated_at = :now, "
-                "create_attempts = create_attempts + 1 WHERE id = :id AND status = :pending "
-                "AND provider_batch_id IS NULL",
-                {"now": now, "id": batch_id})
+                "create_attempts = create_attempts + 1, "
+                "sent_request_count = COALESCE(:n, sent_request_count) "
+                "WHERE id = :id AND status = :pending AND provider_batch_id IS NULL",
+                {"now": now, "id": batch_id, "n": request_count})
 
 
-def forget_create_intent(conn: Connection, batch_id: str, before: float | None) -> None:
-    """The create was refused (no batch was made): restore the previous intent time."""
-    conn.execute(text("UPDATE batches SET create_attempted_at = :before WHERE id = :id "
+def forget_create_intent(conn: Connection, batch_id: str, before: float | None, *,
+                         uncount: bool = False) -> None:
+    """The create was refused (no batch was made): restore the previous intent time; with
+    `uncount` the attempt is not counted either (the refusal was one request's fault)."""
+    conn.execute(text("UPDATE batches SET create_attempted_at = :before, "
+                      "create_attempts = create_attempts - :uncount WHERE id = :id "
                       "AND status = :pending"),
-                 {"before": before, "id": batch_id, "pending": str(BatchStatus.PENDING)})
+                 {"before": before, "id": batch_id, "pending": str(BatchStatus.PENDING),
+                  "uncount": 1 if uncount else 0})
 
 
 def set_item_count(conn: Connection, batch_id: str, count: int, now: float) -> None:
