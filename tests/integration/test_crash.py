@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.integration.daemon_kinds import FINAL, KINDS, OPENAI, DaemonKind
+from tests.integration.daemon_kinds import ANTHROPIC, FINAL, KINDS, OPENAI, DaemonKind
 from tracker.store.engine import make_engine, read
-from tracker.testing.fake_http import FakeHttpServer
+from tracker.testing.fake_http import FakeHttpServer, Fault
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -238,6 +238,34 @@ def test_crash_point__restart_finishes_everything(kind: DaemonKind, point: str, 
         assert "adopted" not in log
     assert len(server.batches) == 3
     assert server.count_requests("POST", kind.create_path) == 3  # one create per batch
+
+
+def test_lost_create_then_kill_after_create__both_adopted_by_their_results(
+        tmp_path: Path, db_url: str) -> None:
+    """Anthropic batches carry no metadata: two rows of one size whose creates both made a
+    batch that no row recorded (the first answer lost, the daemon killed right after the
+    second) cannot tell the two apart by time and size. The restarted daemon must wait for
+    them to end and adopt each by its results' custom ids, never create again."""
+    kind, n = ANTHROPIC, 30
+    # Long enough that both batches still run when the restarted daemon looks for them.
+    with kind.make_fake(in_progress_seconds=4.0) as server:
+        server.add_fault(Fault(method="POST", path=kind.create_path, kind="drop_after"))
+        tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url, kind=kind)
+        tracker.enqueue(n)
+        proc = tracker.start(crash_at="after_create")
+        assert _wait(proc) == -signal.SIGKILL, tracker.log.read_text()
+        assert server.count_requests("POST", kind.create_path) == 2
+        assert tracker.query(
+            "SELECT count(*) FROM batches WHERE create_attempted_at IS NOT NULL "
+            "AND provider_batch_id IS NULL") == [(2,)]
+        assert _wait(tracker.start()) == 0, tracker.log.read_text()
+        check_invariants(tracker, server, n, paid_once=True)
+        assert server.count_requests("POST", kind.create_path) == 3  # one create per batch
+        assert len(server.batches) == 3
+        adopted = tracker.query("SELECT count(*) FROM transitions WHERE entity = 'batch' "
+                                "AND reason LIKE 'adopted %'")
+        assert adopted == [(2,)]
+        assert "may be its own or another unanswered row's" in tracker.log.read_text()
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=str)
