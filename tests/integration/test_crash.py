@@ -97,7 +97,7 @@ class Tracker:
             self._engine = make_engine(self.db_url)
         return self._engine
 
-    def query(self, sql: str) -> list[tuple]:
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
         with read(self.engine) as conn:
             return [tuple(row) for row in conn.execute(text(sql))]
 
