@@ -19,38 +19,42 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from tests.integration.daemon_kinds import ANTHROPIC, FINAL, KINDS, OPENAI, DaemonKind
 from tracker.store.engine import make_engine, read
-from tracker.testing.fake_openai import FakeOpenAI
+from tracker.testing.fake_http import FakeHttpServer, Fault
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = "gpt-5-mini"
 
 
 @pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=0.3,
-                    finalizing_seconds=0.1) as fake:
+def kind() -> DaemonKind:
+    """The provider kind of the daemon and the fake; tests parametrize it over `KINDS`."""
+    return OPENAI
+
+
+@pytest.fixture
+def server(kind: DaemonKind) -> Iterator[Any]:
+    with kind.make_fake() as fake:
         yield fake
 
 
 class Tracker:
     """Runs the `tracker` CLI against one database and one fake server."""
 
-    def __init__(self, tmp_path: Path, server: FakeOpenAI, max_prompts: int,
-                 list_lag_grace: float = 1.0, db_url: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, server: FakeHttpServer, max_prompts: int,
+                 list_lag_grace: float = 1.0, db_url: str | None = None,
+                 kind: DaemonKind = OPENAI) -> None:
+        self.kind = kind
         self.db_url = db_url or f"sqlite:///{tmp_path / 'tracker.db'}"
         self._engine: Engine | None = None
         config = tmp_path / "llm_config.yaml"
-        config.write_text(
-            f"batch:\n  providers:\n    openai:\n      list_lag_grace: {list_lag_grace}\n"
-            "      models:\n"
-            f"        - name: {MODEL}\n          mode: chat\n"
-            f"          max_prompts_per_batch: {max_prompts}\n          pricing_tier: batch\n"
-        )
-        self.env = {**os.environ, "OPENAI_API_KEY": "sk-crash-test-0123456789",
-                    "OPENAI_BASE_URL": server.base_url, "TRACKER_CONFIG": str(config),
-                    "TRACKER_DB": self.db_url}
-        self.env.pop("TRACKER_CRASH_AT", None)
+        config.write_text(kind.config_yaml(server.base_url, max_prompts, list_lag_grace))
+        # The daemons run this checkout's `tracker`, whatever the environment's install is.
+        pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        self.env = {**os.environ, **kind.env(server.base_url), "TRACKER_CONFIG": str(config),
+                    "TRACKER_DB": self.db_url, "PYTHONPATH": pythonpath}
+        for variable in ("TRACKER_CRASH_AT", "TRACKER_PAUSE_AT", "ANTHROPIC_BASE_URL"):
+            self.env.pop(variable, None)
         self.cwd = tmp_path
         self.log = tmp_path / "daemon.log"
 
@@ -68,7 +72,7 @@ class Tracker:
         lines = "".join(json.dumps({"id": item_id, "input_payload": {
             "messages": [{"role": "user", "content": content}]}}) + "\n"
             for item_id, content in contents.items())
-        self.cli("enqueue", "-", "--model", MODEL, stdin=lines)
+        self.cli("enqueue", "-", "--model", self.kind.model, stdin=lines)
 
     def start(self, crash_at: str | None = None, *, pause_at: str | None = None,
               lease_ttl: float | None = None, poll_interval: float = 0.1,
@@ -93,7 +97,7 @@ class Tracker:
             self._engine = make_engine(self.db_url)
         return self._engine
 
-    def query(self, sql: str) -> list[tuple]:
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
         with read(self.engine) as conn:
             return [tuple(row) for row in conn.execute(text(sql))]
 
@@ -139,9 +143,12 @@ def _poll_until(condition, timeout: float = 30) -> None:  # type: ignore[no-unty
     raise AssertionError("condition not met before the deadline")
 
 
-def check_invariants(tracker: Tracker, server: FakeOpenAI, n: int) -> dict[str, int]:
+def check_invariants(tracker: Tracker, server: Any, n: int, *,
+                     paid_once: bool = False) -> dict[str, int]:
     """Every item terminal with one result, none run twice with both results kept, no
-    duplicate batch left running at the provider."""
+    duplicate batch left running at the provider. `paid_once`: moreover no item ran
+    successfully twice at the provider at all, in any batch (nothing paid for twice)."""
+    kind = tracker.kind
     statuses = dict(tracker.query("SELECT status, count(*) FROM items GROUP BY status"))
     assert statuses == {"succeeded": n}, statuses
     open_batches = tracker.query("SELECT count(*) FROM batches WHERE status <> 'ingested'")
@@ -155,18 +162,23 @@ def check_invariants(tracker: Tracker, server: FakeOpenAI, n: int) -> dict[str, 
     kept = dict(tracker.query(
         "SELECT provider_batch_id, id FROM batches WHERE duplicate_of IS NULL "
         "AND provider_batch_id IS NOT NULL"))
+    executions = server.executions
     runs: Counter[str] = Counter()
-    for batch_id, custom_id, outcome in server.executions:
-        if outcome == "success" and batch_id in kept:
+    for batch_id, custom_id, outcome in executions:
+        if outcome == kind.succeeded and batch_id in kept:
             runs[custom_id] += 1
     assert set(runs.values()) == {1} and len(runs) == n, runs.most_common(3)
+    if paid_once:
+        paid = Counter(custom_id for _, custom_id, outcome in executions
+                       if outcome == kind.succeeded)
+        assert paid == runs, (paid - runs).most_common(3)
     for item_id, provider_batch_id in tracker.query(
             "SELECT i.id, b.provider_batch_id FROM items i JOIN batches b ON b.id = i.batch_id"):
         assert item_id in server.batch_custom_ids(provider_batch_id)
     # no duplicate still running, and every provider batch is accounted for locally
     for batch_id in server.batches:
-        status = server.get_batch(batch_id)["status"]
-        assert status in ("completed", "cancelled", "failed", "expired"), (batch_id, status)
+        status = kind.final_status(server, batch_id)
+        assert status in FINAL, (batch_id, status)
         if batch_id not in kept:
             assert status in ("cancelled", "failed", "expired") or tracker.query(
                 f"SELECT 1 FROM batches WHERE provider_batch_id = '{batch_id}'")
@@ -193,17 +205,22 @@ def run_with_kills(tracker: Tracker, rng: random.Random, kills: int,
     return landed
 
 
-CRASH_POINTS = ["after_pack", "after_upload", "after_create", "mid_ingest", "after_ingest"]
+#: Which crash points each kind is killed at (the ones it never reaches are skipped with the
+#: reason): openai every point; anthropic all but after_upload (its requests go inline in the
+#: create). before_create_call: the create was not sent, its intent is committed;
+#: after_create: it was sent and made the batch, whose id was never stored.
+CRASH_CASES = [case for kind in KINDS for case in kind.crash_points()]
 
 
-@pytest.mark.parametrize("point", CRASH_POINTS)
-def test_crash_point__restart_finishes_everything(point: str, server: FakeOpenAI,
+@pytest.mark.parametrize(("kind", "point"), CRASH_CASES)
+def test_crash_point__restart_finishes_everything(kind: DaemonKind, point: str, server: Any,
                                                   tmp_path: Path, db_url: str) -> None:
     n = 30
-    tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url)
+    tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url, kind=kind)
     tracker.enqueue(n)
     proc = tracker.start(crash_at=point)
     assert _wait(proc) == -signal.SIGKILL, tracker.log.read_text()
+    created_before_restart = server.count_requests("POST", kind.create_path)
     restarted_at = time.monotonic()
     proc = tracker.start()
     _poll_until(lambda: tracker.query(
@@ -211,30 +228,67 @@ def test_crash_point__restart_finishes_everything(point: str, server: FakeOpenAI
         f"WHERE w.pid = {proc.pid}")[0][0] >= 1 or proc.poll() is not None, timeout=5)
     assert time.monotonic() - restarted_at < 5  # took the dead worker's claims at once
     assert _wait(proc) == 0, tracker.log.read_text()
-    check_invariants(tracker, server, n)
+    check_invariants(tracker, server, n, paid_once=True)
+    log = tracker.log.read_text()
     if point == "after_create":
-        assert "adopted" in tracker.log.read_text()
+        assert created_before_restart == 1  # the killed create reached the provider...
+        assert "adopted" in log  # ...and the restarted daemon took it, not a second one
+    if point == "before_create_call":
+        assert created_before_restart == 0  # killed with the intent stored, nothing sent
+        assert "adopted" not in log
     assert len(server.batches) == 3
+    assert server.count_requests("POST", kind.create_path) == 3  # one create per batch
 
 
-def test_random_kills__nothing_lost_nothing_twice(server: FakeOpenAI, tmp_path: Path,
-                                                  db_url: str) -> None:
+def test_lost_create_then_kill_after_create__both_adopted_by_their_results(
+        tmp_path: Path, db_url: str) -> None:
+    """Anthropic batches carry no metadata: two rows of one size whose creates both made a
+    batch that no row recorded (the first answer lost, the daemon killed right after the
+    second) cannot tell the two apart by time and size. The restarted daemon must wait for
+    them to end and adopt each by its results' custom ids, never create again."""
+    kind, n = ANTHROPIC, 30
+    # Long enough that both batches still run when the restarted daemon looks for them.
+    with kind.make_fake(in_progress_seconds=4.0) as server:
+        server.add_fault(Fault(method="POST", path=kind.create_path, kind="drop_after"))
+        tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url, kind=kind)
+        tracker.enqueue(n)
+        proc = tracker.start(crash_at="after_create")
+        assert _wait(proc) == -signal.SIGKILL, tracker.log.read_text()
+        assert server.count_requests("POST", kind.create_path) == 2
+        assert tracker.query(
+            "SELECT count(*) FROM batches WHERE create_attempted_at IS NOT NULL "
+            "AND provider_batch_id IS NULL") == [(2,)]
+        assert _wait(tracker.start()) == 0, tracker.log.read_text()
+        check_invariants(tracker, server, n, paid_once=True)
+        assert server.count_requests("POST", kind.create_path) == 3  # one create per batch
+        assert len(server.batches) == 3
+        adopted = tracker.query("SELECT count(*) FROM transitions WHERE entity = 'batch' "
+                                "AND reason LIKE 'adopted %'")
+        assert adopted == [(2,)]
+        assert "may be its own or another unanswered row's" in tracker.log.read_text()
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+def test_random_kills__nothing_lost_nothing_twice(kind: DaemonKind, server: Any,
+                                                  tmp_path: Path, db_url: str) -> None:
     n, kills = 300, 8
     rng = random.Random(20261124)
-    tracker = Tracker(tmp_path, server, max_prompts=25, db_url=db_url)
+    tracker = Tracker(tmp_path, server, max_prompts=25, db_url=db_url, kind=kind)
     tracker.enqueue(n)
     survived = run_with_kills(tracker, rng, kills, step=(5, 120))
     proc = tracker.start()
     assert _wait(proc, timeout=120) == 0, tracker.log.read_text()[-3000:]
-    check_invariants(tracker, server, n)
+    check_invariants(tracker, server, n, paid_once=True)
     assert survived >= kills // 2  # most kills landed mid-run, not after the work was done
-    print(f"random kills: {survived} SIGKILLs mid-run, {len(server.batches)} provider batches, "
+    print(f"random kills ({kind}): {survived} SIGKILLs mid-run, {len(server.batches)} provider "
+          f"batches, {server.count_requests('POST', kind.create_path)} creates sent, "
           f"{n} items all succeeded once")
 
 
-def test_sigterm__finishes_step_and_exits_zero_then_resumes(server: FakeOpenAI,
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+def test_sigterm__finishes_step_and_exits_zero_then_resumes(kind: DaemonKind, server: Any,
                                                              tmp_path: Path, db_url: str) -> None:
-    tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url)
+    tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url, kind=kind)
     tracker.enqueue(30)
     proc = tracker.start()
     _poll_until(lambda: tracker.query(
@@ -245,10 +299,10 @@ def test_sigterm__finishes_step_and_exits_zero_then_resumes(server: FakeOpenAI,
     assert tracker.query("SELECT count(*) FROM workers") == [(0,)]  # claims given back
     assert tracker.query("SELECT count(*) FROM batches WHERE claimed_by IS NOT NULL") == [(0,)]
     assert _wait(tracker.start()) == 0
-    check_invariants(tracker, server, 30)
+    check_invariants(tracker, server, 30, paid_once=True)
 
 
-def test_second_daemon__is_refused(server: FakeOpenAI, tmp_path: Path) -> None:
+def test_second_daemon__is_refused(server: Any, tmp_path: Path) -> None:
     tracker = Tracker(tmp_path, server, max_prompts=10)
     tracker.enqueue(5)
     first = subprocess.Popen([sys.executable, "-m", "tracker", "run", "--poll-interval", "0.1"],
@@ -269,7 +323,7 @@ def test_second_daemon__is_refused(server: FakeOpenAI, tmp_path: Path) -> None:
         assert _wait(first) == 0
 
 
-def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path,
+def test_enqueue_while_running__picked_up(server: Any, tmp_path: Path,
                                          db_url: str) -> None:
     tracker = Tracker(tmp_path, server, max_prompts=10, db_url=db_url)
     tracker.enqueue_items({"first": "question one"})
@@ -292,7 +346,7 @@ def test_enqueue_while_running__picked_up(server: FakeOpenAI, tmp_path: Path,
 
 
 def test_cli_cancel__running_batch_ends_cancelled(tmp_path: Path, db_url: str) -> None:
-    with FakeOpenAI(validating_seconds=0.1, in_progress_seconds=60.0) as slow:
+    with OPENAI.make_fake(in_progress_seconds=60.0) as slow:
         tracker = Tracker(tmp_path, slow, max_prompts=10, db_url=db_url)
         tracker.enqueue(4)
         proc = tracker.start()
