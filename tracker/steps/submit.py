@@ -204,11 +204,12 @@ def _create(ctx: Context, batch: Batch, provider: BaseBatchProvider,
     try:
         return send()
     except ProviderError as exc:
-        if not _not_created(exc):
-            if isinstance(exc, PermanentProviderError):  # e.g. an answer that cannot be read
-                raise TransientProviderError(f"the answer to create was lost: {exc.message}",
-                                             code="create_answer_lost") from exc
-            raise
+        if not _not_created(exc):  # a timeout, a dropped connection, a 5xx, an unreadable answer
+            raise TransientProviderError(
+                f"the answer to create was lost ({exc.message}); the batch may exist: the "
+                "provider's batches are searched before any new create",
+                retry_after=getattr(exc, "retry_after", None), status_code=exc.status_code,
+                code="create_answer_lost") from exc
         one_request = isinstance(exc, InvalidItemError)
         _forget_create_intent(ctx, batch, uncount=one_request)
         if one_request:
