@@ -371,3 +371,29 @@ def test_create_refused_for_a_reason_every_request_shares__not_failed_item_by_it
     assert items_by_status(ctx) == {"failed": 10}
     assert fake.count_requests("POST", CREATE) <= 3 * 3  # three tries a pass, three passes
     assert fake.batches == {}
+
+
+def test_rate_limited_create__not_counted_so_a_neighbours_lost_create_is_adopted_at_once(
+        engine: Engine, fake: FakeAnthropic, clock: ManualClock, tmp_path: Path) -> None:
+    """A create refused with 429 made no batch: it does not count as an attempt, so the row
+    is no rival to a same-size row whose create answer is lost next (adopted at once, not
+    left undecided until its batch ends)."""
+    ctx = make_anthropic_context(engine, fake, clock, tmp_path, make_anthropic_config(3))
+    fake.add_fault(Fault(method="POST", path=CREATE, kind="http_error", status=429,
+                         headers={"retry-after": "0"}, times=1))
+    enqueue(ctx, {f"a{i}": f"question a{i}" for i in range(3)})
+    for _ in range(3):
+        run_steps_once(ctx)
+        clock.advance(1.0)
+    [first] = batches(ctx)
+    assert first.provider_batch_id is not None and first.create_attempts == 1
+    fake.add_fault(Fault(method="POST", path=CREATE, kind="drop_after", times=1))
+    enqueue(ctx, {f"b{i}": f"question b{i}" for i in range(3)})
+    run_steps_once(ctx)
+    clock.advance(1.0)
+    run_steps_once(ctx)
+    second = next(b for b in batches(ctx) if b.id != first.id)
+    assert second.provider_batch_id is not None  # adopted while its batch still runs
+    assert any("adopted" in (reason or "") for _, _, reason in history(ctx, second.id))
+    drive(ctx, clock)
+    assert ran(fake) == {f"{p}{i}": 1 for p in "ab" for i in range(3)}

@@ -211,10 +211,12 @@ def _create(ctx: Context, batch: Batch, provider: BaseBatchProvider,
                 retry_after=getattr(exc, "retry_after", None), status_code=exc.status_code,
                 code="create_answer_lost") from exc
         one_request = isinstance(exc, InvalidItemError)
-        _forget_create_intent(ctx, batch, uncount=one_request)
+        earlier_lost = batch.create_attempted_at is not None
+        # A refusal made no batch: it counts as an attempt only after a lost answer (where the
+        # refusals are capped), so `create_attempts > 1` means a twin may exist.
+        _forget_create_intent(ctx, batch, uncount=one_request or not earlier_lost)
         if one_request:
             raise  # one request is at fault: it fails alone and the rest are sent again
-        earlier_lost = batch.create_attempted_at is not None
         if (isinstance(exc, PermanentProviderError) and not pausing(exc)
                 and (not earlier_lost or batch.create_attempts + 1 >= MAX_CREATE_ATTEMPTS)):
             raise _Refused(exc) from exc
