@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tracker.providers import registry
 from tracker.providers.anthropic import AnthropicBatchProvider
 from tracker.providers.base import (
     BatchTooLarge,
@@ -335,3 +336,21 @@ def test_batch_too_large__at_the_line_limit(serve: Serve, tmp_path: Path) -> Non
     assert caught.value.fits == 3
     assert list(tmp_path.iterdir()) == []
     assert _prepare(provider, tmp_path, *(_item(f"i{n}", "x") for n in range(3))).line_count == 3
+
+
+def test_environment__anthropic_base_url_and_key_variable_used_when_the_config_names_none(
+        clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixed names: with no `base_url`, the SDK's own ANTHROPIC_BASE_URL; with no key,
+    the variable `api_key_env` names (ANTHROPIC_API_KEY by default)."""
+    with FakeAnthropic(clock=clock, api_key="sk-ant-env-0123456789") as server:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-env-0123456789")
+        provider = registry.create_provider("anthropic", {"max_retries": 0})
+        assert list(provider.list_batches()) == []
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        monkeypatch.setenv("CLAUDE_KEY", "sk-ant-env-0123456789")
+        named = registry.create_provider("anthropic", {"api_key_env": "CLAUDE_KEY",
+                                                       "max_retries": 0})
+        assert named.provider_time() is not None
+        with pytest.raises(PermanentProviderError, match="ANTHROPIC_API_KEY"):
+            registry.create_provider("anthropic", {})
