@@ -19,7 +19,7 @@ from tracker.config_path import LOCAL_CONFIG, PACKAGED_CONFIG, default_config_pa
 from tracker.errors import ConfigError
 
 if TYPE_CHECKING:
-    from tracker.providers.base import BaseBatchProvider
+    from tracker.providers.registry import KindTraits
 
 __all__ = ["LOCAL_CONFIG", "PACKAGED_CONFIG", "TrackerConfig", "default_config_path",
            "load_config"]
@@ -217,23 +217,24 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TrackerConfig:
                 f"{source}:{line}: batch.providers.{name}.kind: unknown kind {section.kind!r} "
                 f"(known: {', '.join(registry.known_providers())})"
             )
-        _check_models(source, root, name, section, registry.provider_class(config.kind_of(name)))
+        kind = config.kind_of(name)
+        _check_models(source, root, name, section, kind, registry.traits(kind))
     return config
 
 
 def _check_models(source: Path, root: yaml.Node | None, name: str, section: ProviderConfig,
-                  kind: type[BaseBatchProvider]) -> None:
+                  kind: str, traits: KindTraits) -> None:
     """Each model's mode and batch size must be ones its provider's kind serves."""
     for index, model in enumerate(section.models):
         where = ("batch", "providers", name, "models", index)
-        if kind.endpoints and model.mode not in kind.endpoints:
+        if traits.modes and model.mode not in traits.modes:
             line = _yaml_line(root, (*where, "mode"))
             raise ConfigError(
                 f"{source}:{line}: batch.providers.{name}.models[{index}].mode: a "
-                f"{kind.name}-kind provider serves {', '.join(kind.endpoints)}, not {model.mode}")
-        if model.max_prompts_per_batch > kind.max_lines_per_batch:
+                f"{kind}-kind provider serves {', '.join(traits.modes)}, not {model.mode}")
+        if model.max_prompts_per_batch > traits.max_lines_per_batch:
             line = _yaml_line(root, (*where, "max_prompts_per_batch"))
             raise ConfigError(
                 f"{source}:{line}: batch.providers.{name}.models[{index}]."
-                f"max_prompts_per_batch: one {kind.name} batch holds at most "
-                f"{kind.max_lines_per_batch} requests")
+                f"max_prompts_per_batch: one {kind} batch holds at most "
+                f"{traits.max_lines_per_batch} requests")

@@ -235,7 +235,7 @@ def _models_of(config: TrackerConfig, provider: str) -> dict[str, ModelRule]:
     from tracker.providers import registry
 
     section = config.provider(provider)
-    required = registry.provider_class(config.kind_of(provider)).requires_max_tokens
+    required = registry.traits(config.kind_of(provider)).requires_max_tokens
     return {m.name: (section.enabled, m.mode, required and m.max_tokens is None)
             for m in section.models}
 

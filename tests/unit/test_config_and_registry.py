@@ -138,3 +138,14 @@ def test_register_provider__plugs_in_by_name() -> None:
             registry.register_provider("echo-test", OpenAIBatchProvider)
     finally:
         registry._factories.pop("echo-test", None)
+
+
+def test_registry__traits_known_without_import_agree_with_each_class() -> None:
+    """The config and enqueue read a kind's traits from the registry, not its class (which
+    would load the kind's SDK): each registration must say what its class says."""
+    for kind in registry.known_providers():
+        provider = registry.provider_class(kind)
+        assert registry.traits(kind) == registry.KindTraits(
+            tuple(provider.endpoints), provider.max_lines_per_batch,
+            provider.requires_max_tokens), kind
+    assert registry.traits("anthropic").requires_max_tokens
