@@ -1,8 +1,8 @@
 """Turn `anthropic` SDK exceptions into the provider's transient/permanent error classes.
 
 Reads the status code, the error body (`{"type": "error", "error": {"type", "message"}}`) and
-the response headers; never parses `str(exc)`. The retry hint and the key redaction are the
-OpenAI provider's (`parse_retry_after`, `redact_secrets`).
+the response headers; never parses `str(exc)`. The retry hint and the classes by status are
+shared with the OpenAI provider (`tracker.providers.http_errors`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import anthropic
 import httpx2
 
 from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
-from tracker.providers.openai_errors import RATE_LIMIT_DEFAULT_RETRY_AFTER, parse_retry_after
+from tracker.providers.http_errors import by_status, parse_retry_after
 from tracker.redact import redact_secrets
 
 #: The HTTP status each Anthropic error type stands for (docs "Errors"); a result line that
@@ -80,14 +80,5 @@ def classify_anthropic_error(exc: BaseException, *,
     text = redact_secrets(f"HTTP {status}: {message or 'no message'}", api_key)
     retry_after = parse_retry_after(exc.response.headers)
 
-    if status == 429:
-        return TransientProviderError(
-            text,
-            retry_after=RATE_LIMIT_DEFAULT_RETRY_AFTER if retry_after is None else retry_after,
-            status_code=status,
-            code=error_type or "rate_limit_error",
-        )
-    if status in (408, 409) or status >= 500:
-        return TransientProviderError(text, retry_after=retry_after, status_code=status,
-                                      code=error_type)
-    return PermanentProviderError(text, status_code=status, code=error_type)
+    return by_status(status, text, code=error_type, retry_after=retry_after,
+                     rate_limit_code="rate_limit_error")
