@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import anthropic
-import httpx2
 
-from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
-from tracker.providers.http_errors import by_status, parse_retry_after
+from tracker.providers.base import ProviderError
+from tracker.providers.http_errors import by_status, parse_retry_after, without_status
 from tracker.redact import redact_secrets
 
 #: The HTTP status each Anthropic error type stands for (docs "Errors"); a result line that
@@ -63,17 +62,8 @@ def classify_anthropic_error(exc: BaseException, *,
     hint), 529 (overloaded) and every other 5xx. Permanent: 400, 401, 402, 403, 404, 413 and
     the other 4xx; `code` is the error type of the body.
     """
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, anthropic.APITimeoutError):
-        return TransientProviderError("request timed out", code="timeout")
-    if isinstance(exc, anthropic.APIConnectionError):
-        return TransientProviderError("connection error", code="connection_error")
-    if isinstance(exc, httpx2.TransportError):
-        return TransientProviderError(f"network error: {type(exc).__name__}",
-                                      code="connection_error")
     if not isinstance(exc, anthropic.APIStatusError):
-        return PermanentProviderError(redact_secrets(f"{type(exc).__name__}: {exc}", api_key))
+        return without_status(exc, anthropic, api_key)
 
     status = exc.status_code
     message, error_type = error_fields(exc.body)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from types import ModuleType
+
+import httpx2
 
 from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
+from tracker.redact import redact_secrets
 
 #: A 429 that gives no hint waits this long (the seed's rule).
 RATE_LIMIT_DEFAULT_RETRY_AFTER = 60.0
@@ -53,3 +57,20 @@ def by_status(status: int, text: str, *, code: str | None, retry_after: float | 
         return TransientProviderError(text, retry_after=retry_after, status_code=status,
                                       code=code)
     return PermanentProviderError(text, status_code=status, code=code)
+
+
+def without_status(exc: BaseException, sdk: ModuleType,
+                   api_key: str | None) -> ProviderError:
+    """The class of an SDK call's error that is not an `APIStatusError` (both SDKs name their
+    exceptions alike): a timeout or a dropped connection is transient, anything else
+    permanent (with the key redacted)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, sdk.APITimeoutError):
+        return TransientProviderError("request timed out", code="timeout")
+    if isinstance(exc, sdk.APIConnectionError):
+        return TransientProviderError("connection error", code="connection_error")
+    if isinstance(exc, httpx2.TransportError):
+        return TransientProviderError(f"network error: {type(exc).__name__}",
+                                      code="connection_error")
+    return PermanentProviderError(redact_secrets(f"{type(exc).__name__}: {exc}", api_key))

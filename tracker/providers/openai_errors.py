@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx2
 import openai
 
-from tracker.providers.base import PermanentProviderError, ProviderError, TransientProviderError
-from tracker.providers.http_errors import by_status, parse_retry_after
+from tracker.providers.base import PermanentProviderError, ProviderError
+from tracker.providers.http_errors import by_status, parse_retry_after, without_status
 from tracker.redact import redact_secrets
 
 
@@ -36,17 +35,8 @@ def classify_openai_error(exc: BaseException, *, api_key: str | None = None) -> 
     Transient: connection errors and timeouts, 408, 409, 429 (rate limit), 5xx.
     Permanent: 400, 401, 403, 404, 422, other 4xx, and 429 `insufficient_quota`.
     """
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return TransientProviderError("request timed out", code="timeout")
-    if isinstance(exc, openai.APIConnectionError):
-        return TransientProviderError("connection error", code="connection_error")
-    if isinstance(exc, httpx2.TransportError):
-        return TransientProviderError(f"network error: {type(exc).__name__}",
-                                      code="connection_error")
     if not isinstance(exc, openai.APIStatusError):
-        return PermanentProviderError(redact_secrets(f"{type(exc).__name__}: {exc}", api_key))
+        return without_status(exc, openai, api_key)
 
     status = exc.status_code
     message, code, error_type = _error_fields(exc)
